@@ -1,0 +1,610 @@
+"""Paced relay load generator: sender→receiver pairs over a pluggable transport adapter.
+
+Each pair is two connections, a sender and a receiver, held by the same load-generator process,
+so the end-to-end latency (send → receive) is read on one `time.perf_counter` clock. Messages
+carry (from, seq, ts); per-sender sequence numbers give lost / duplicated / out-of-order counts.
+Load is spread over several spawned processes so the generator itself is not the bottleneck;
+their HdrHistograms are merged.
+
+    from lib import loadgen
+    r = loadgen.run_load(loadgen.RelayAdapter, "ws://127.0.0.1:8000/ws", rate=2000, duration=5)
+    print(r.summary())
+
+An adapter is a class with `connect(user_id) -> conn`, `send(conn, to, seq, ts)`, `close(conn)`,
+constructed as `Adapter(url, on_message, **options)` where `on_message(from, seq, ts)` is called
+for every delivered message. It must be importable from a module (workers are spawned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+OnMessage = Callable[[str, int, float], None]
+C = TypeVar("C")
+
+# Latencies are recorded in microseconds, 1 µs .. 60 s, 3 significant digits.
+HIST_MIN, HIST_MAX, HIST_DIGITS = 1, 60_000_000, 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(HIST_MIN, HIST_MAX, HIST_DIGITS)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+class Adapter(ABC, Generic[C]):
+    """One wire protocol. `on_message(from, seq, ts)` is called for each message received."""
+
+    name = "abstract"
+
+    def __init__(self, url: str, on_message: OnMessage, **options: Any) -> None:
+        self.url = url
+        self.on_message = on_message
+        self.options = options
+
+    @abstractmethod
+    async def connect(self, user_id: str) -> C: ...
+
+    @abstractmethod
+    async def send(self, conn: C, to: str, seq: int, ts: float) -> None: ...
+
+    @abstractmethod
+    async def close(self, conn: C) -> None: ...
+
+
+class Msg(msgspec.Struct, omit_defaults=True):
+    """The baseline payload: {"to", "seq", "ts", "from", "pad"?}."""
+
+    to: str
+    seq: int
+    ts: float
+    frm: str = msgspec.field(name="from")
+    pad: str = ""
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_msg = msgspec.json.Decoder(Msg).decode
+_decode_sio_event = msgspec.json.Decoder(tuple[str, Msg]).decode
+
+
+@dataclass(eq=False)
+class WsConn:
+    user: str
+    ws: ClientConnection
+    reader: asyncio.Task[None] | None = None
+
+
+class WsAdapter(Adapter[WsConn]):
+    """Base for adapters over the `websockets` client: one reader task per connection.
+
+    Options: `pad` (bytes of padding per message), `local_addrs` (source IPs to spread
+    connections over, e.g. ["127.0.0.2", "127.0.0.3"], when ephemeral ports run out),
+    `open_timeout` (seconds).
+    """
+
+    def __init__(self, url: str, on_message: OnMessage, **options: Any) -> None:
+        super().__init__(url, on_message, **options)
+        self.pad = "x" * int(options.get("pad", 0))
+        self.local_addrs: Sequence[str] = options.get("local_addrs") or ()
+        self.open_timeout = float(options.get("open_timeout", 30.0))
+        self._n = 0
+
+    def uri(self, user_id: str) -> str:
+        return f"{self.url}{'&' if '?' in self.url else '?'}user={quote(user_id)}"
+
+    async def handshake(self, ws: ClientConnection) -> None:
+        """Protocol-level opening after the WebSocket handshake (none by default)."""
+
+    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
+        """Handle one received frame; return a text frame to send back, if any."""
+        m = _decode_msg(frame)
+        self.on_message(m.frm, m.seq, m.ts)
+        return None
+
+    def encode(self, user: str, to: str, seq: int, ts: float) -> bytes:
+        return _encode(Msg(to=to, seq=seq, ts=ts, frm=user, pad=self.pad))
+
+    async def connect(self, user_id: str) -> WsConn:
+        extra: dict[str, Any] = {}
+        if self.local_addrs:
+            extra["local_addr"] = (self.local_addrs[self._n % len(self.local_addrs)], 0)
+            self._n += 1
+        ws = await connect(
+            self.uri(user_id),
+            compression=None,  # deflate off everywhere, as on the servers
+            ping_interval=None,  # servers ping; clients only answer
+            open_timeout=self.open_timeout,
+            close_timeout=2,
+            max_size=1 << 20,
+            **extra,
+        )
+        try:
+            await asyncio.wait_for(self.handshake(ws), self.open_timeout)
+        except BaseException:
+            await ws.close()
+            raise
+        conn = WsConn(user_id, ws)
+        conn.reader = asyncio.create_task(self._read(conn))
+        return conn
+
+    async def _read(self, conn: WsConn) -> None:
+        ws, on_frame = conn.ws, self.on_frame
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                reply = on_frame(conn, await ws.recv(decode=False))  # type: ignore[arg-type]
+                if reply is not None:
+                    await ws.send(reply, text=True)
+
+    async def send(self, conn: WsConn, to: str, seq: int, ts: float) -> None:
+        await conn.ws.send(self.encode(conn.user, to, seq, ts), text=True)
+
+    async def close(self, conn: WsConn) -> None:
+        await conn.ws.close()
+        if conn.reader:
+            conn.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.reader
+
+
+class RelayAdapter(WsAdapter):
+    """bare_relay.py: raw JSON text frames; url like ws://127.0.0.1:P/ws."""
+
+    name = "bare-relay"
+
+
+class PlainWsAdapter(WsAdapter):
+    """bare_ws.py: connections only (idle benchmark); incoming frames are ignored."""
+
+    name = "bare-ws"
+
+    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
+        return None
+
+
+class SocketIOAdapter(WsAdapter):
+    """Socket.IO server over raw Engine.IO v4 on WebSocket; url like ws://127.0.0.1:P/socket.io/.
+
+    Framing: server opens with "0{...}", we join the default namespace with "40" and wait for
+    its "40{...}" ack; server pings "2" are answered "3"; events are `42["m",{...}]`.
+    """
+
+    name = "socket.io"
+
+    def uri(self, user_id: str) -> str:
+        return f"{self.url}?EIO=4&transport=websocket&user={quote(user_id)}"
+
+    async def handshake(self, ws: ClientConnection) -> None:
+        opened = await ws.recv(decode=False)
+        if not opened.startswith(b"0"):
+            raise ConnectionError(f"expected Engine.IO open packet, got {opened[:80]!r}")
+        await ws.send("40")
+        while True:
+            frame = await ws.recv(decode=False)
+            if frame.startswith(b"40"):
+                return
+            if frame == b"2":
+                await ws.send("3")
+            elif frame.startswith(b"44"):
+                raise ConnectionError(f"Socket.IO connect refused: {frame[:200]!r}")
+
+    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
+        if frame.startswith(b"42"):
+            _, m = _decode_sio_event(memoryview(frame)[2:])
+            self.on_message(m.frm, m.seq, m.ts)
+        elif frame == b"2":
+            return b"3"
+        return None
+
+    def encode(self, user: str, to: str, seq: int, ts: float) -> bytes:
+        return b'42["m",' + super().encode(user, to, seq, ts) + b"]"
+
+
+ADAPTERS: dict[str, type[Adapter[Any]]] = {
+    "bare-relay": RelayAdapter,
+    "bare-ws": PlainWsAdapter,
+    "socket.io": SocketIOAdapter,
+}
+
+
+# --------------------------------------------------------------------------- receive-side accounting
+
+
+class _SeqState:
+    __slots__ = ("next", "missing")
+
+    def __init__(self) -> None:
+        self.next = 0  # 1 + highest seq seen
+        self.missing: set[int] = set()  # gaps below `next` not (yet) filled
+
+
+class Tracker:
+    """Latency histogram plus per-sender sequence accounting for messages received."""
+
+    def __init__(self, senders: Sequence[str]) -> None:
+        self.hist = new_histogram()
+        self.seqs = {s: _SeqState() for s in senders}
+        self.unique = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.stray = 0  # from a sender we don't know (another run, another process)
+        self.last_at = 0.0
+        self._now = time.perf_counter
+
+    def on_message(self, frm: str, seq: int, ts: float) -> None:
+        now = self._now()
+        st = self.seqs.get(frm)
+        if st is None:
+            self.stray += 1
+            return
+        if seq == st.next:
+            st.next += 1
+        elif seq > st.next:
+            st.missing.update(range(st.next, seq))
+            st.next = seq + 1
+        elif seq in st.missing:
+            st.missing.discard(seq)
+            self.out_of_order += 1
+        else:
+            self.duplicates += 1
+            return
+        self.unique += 1
+        self.last_at = now
+        us = int((now - ts) * 1e6)
+        self.hist.record_value(min(max(us, HIST_MIN), HIST_MAX))
+
+    def lost(self, sent: dict[str, int]) -> int:
+        return sum(len(st.missing) + sent[s] - st.next for s, st in self.seqs.items())
+
+
+# --------------------------------------------------------------------------- worker process
+
+
+@dataclass
+class _WorkerConfig:
+    adapter: type[Adapter[Any]]
+    url: str
+    options: dict[str, Any]
+    pairs: list[int]
+    prefix: str
+    rate: float  # this worker's share
+    duration: float
+    max_messages: int  # this worker's share
+    connect_timeout: float
+    drain_timeout: float
+    connect_concurrency: int
+
+
+async def _connect_all(adapter: Adapter[Any], users: list[str], limit: int, timeout: float) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(u: str) -> Any:
+        async with sem:
+            return await adapter.connect(u)
+
+    tasks = [asyncio.create_task(one(u)) for u in users]
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(adapter.close(c) for c in done if not isinstance(c, BaseException)),
+                             return_exceptions=True)
+        raise
+
+
+async def _worker(cfg: _WorkerConfig, start: Any, drained: Any) -> dict[str, Any]:
+    senders = [f"{cfg.prefix}s{i}" for i in cfg.pairs]
+    receivers = [f"{cfg.prefix}r{i}" for i in cfg.pairs]
+    tracker = Tracker(senders)
+    adapter = cfg.adapter(cfg.url, tracker.on_message, **cfg.options)
+    barrier_timeout = cfg.connect_timeout + 60
+
+    t_conn = time.perf_counter()
+    # Receivers first, so the first messages have somewhere to go.
+    rconns = await _connect_all(adapter, receivers, cfg.connect_concurrency, cfg.connect_timeout)
+    sconns = await _connect_all(adapter, senders, cfg.connect_concurrency, cfg.connect_timeout)
+    connect_s = time.perf_counter() - t_conn
+    await asyncio.to_thread(start.wait, barrier_timeout)
+
+    n, rate, send = len(senders), cfg.rate, adapter.send
+    seqs = [0] * n
+    sent = send_errors = 0
+    max_lag = 0.0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    end = t0 + cfg.duration
+    # Open-loop pacing: at each wake-up send every message due by now, round-robin over pairs.
+    while sent < cfg.max_messages:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        due = min(cfg.max_messages, int((now - t0) * rate) + 1)
+        if due > sent:
+            max_lag = max(max_lag, now - (t0 + sent / rate))
+        while sent < due:
+            k = sent % n
+            try:
+                await send(sconns[k], receivers[k], seqs[k], time.perf_counter())
+                seqs[k] += 1
+            except Exception:
+                send_errors += 1
+            sent += 1
+        await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
+    send_s = time.perf_counter() - t0
+    total = sum(seqs)
+
+    deadline = time.perf_counter() + cfg.drain_timeout
+    while tracker.unique < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    cpu_s = time.process_time() - cpu0
+    await asyncio.to_thread(drained.wait, barrier_timeout)
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*(adapter.close(c) for c in rconns + sconns),
+                                              return_exceptions=True), 10)
+    sent_by = dict(zip(senders, seqs, strict=True))
+    return {
+        "sent": total,
+        "delivered": tracker.unique,
+        "lost": tracker.lost(sent_by),
+        "duplicates": tracker.duplicates,
+        "out_of_order": tracker.out_of_order,
+        "stray": tracker.stray,
+        "send_errors": send_errors,
+        "send_s": send_s,
+        "last_delivery_s": max(0.0, tracker.last_at - t0),
+        "max_lag_s": max_lag,
+        "connect_s": connect_s,
+        "cpu_s": cpu_s,
+        "hist": tracker.hist.encode(),
+    }
+
+
+def _worker_main(cfg: _WorkerConfig, start: Any, drained: Any, out: Any) -> None:
+    try:
+        import uvloop
+
+        runner: Callable[[Any], Any] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        out.put(runner(_worker(cfg, start, drained)))
+    except BaseException:
+        start.abort()
+        drained.abort()
+        out.put({"error": traceback.format_exc()})
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class LoadResult:
+    adapter: str
+    target_rate: float
+    duration: float
+    pairs: int
+    procs: int
+    sent: int
+    delivered: int
+    lost: int
+    duplicates: int
+    out_of_order: int
+    stray: int
+    send_errors: int
+    send_s: float
+    last_delivery_s: float
+    max_lag_ms: float
+    connect_s: float
+    gen_cpu_s: list[float]
+    latency_ms: dict[str, float]
+    histogram: bytes = field(repr=False)  # merged HdrHistogram, encoded (decode to aggregate further)
+    extra: dict[str, Any] = field(default_factory=dict)  # caller's figures (server CPU, RSS, ...)
+
+    @property
+    def offered_rate(self) -> float:
+        return self.sent / self.send_s if self.send_s else 0.0
+
+    @property
+    def delivered_rate(self) -> float:
+        span = max(self.send_s, self.last_delivery_s)
+        return self.delivered / span if span else 0.0
+
+    def sustained(self, min_ratio: float = 0.95, max_p99_ms: float = 200.0) -> bool:
+        """Kept up: delivered ≥ min_ratio × target rate, p99 within bound, nothing lost."""
+        return (
+            self.delivered_rate >= min_ratio * self.target_rate
+            and self.latency_ms["p99"] <= max_p99_ms
+            and self.lost == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("histogram")
+        d.update(offered_rate=self.offered_rate, delivered_rate=self.delivered_rate)
+        return d
+
+    def summary(self) -> str:
+        lat = self.latency_ms
+        return (
+            f"{self.adapter}: target {self.target_rate:,.0f}/s offered {self.offered_rate:,.0f}/s "
+            f"delivered {self.delivered_rate:,.0f}/s ({self.delivered}/{self.sent}; lost {self.lost}, "
+            f"dup {self.duplicates}, ooo {self.out_of_order}) | latency ms p50 {lat['p50']:.2f} "
+            f"p90 {lat['p90']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} max {lat['max']:.2f} "
+            f"| gen lag max {self.max_lag_ms:.1f} ms, gen cpu {sum(self.gen_cpu_s):.1f}s"
+        )
+
+
+def latency_summary(hist: HdrHistogram) -> dict[str, float]:
+    pct = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+    out = {k: hist.get_value_at_percentile(p) / 1000 for k, p in pct.items()}
+    out["max"] = hist.get_max_value() / 1000
+    out["mean"] = hist.get_mean_value() / 1000
+    return out
+
+
+def _wait_barrier(barrier: Any, timeout: float, workers: Sequence[Any]) -> None:
+    """barrier.wait(), but broken as soon as a worker process dies (e.g. failed to start)."""
+    err: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            barrier.wait(timeout)
+        except BaseException as e:
+            err.append(e)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        waiter.join(0.1)
+        if waiter.is_alive() and any(not p.is_alive() for p in workers):
+            barrier.abort()
+    if err:
+        raise err[0]
+
+
+def run_load(
+    adapter: type[Adapter[Any]],
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    pairs: int = 100,
+    procs: int = 2,
+    max_messages: int | None = None,
+    adapter_options: dict[str, Any] | None = None,
+    connect_timeout: float = 60.0,
+    drain_timeout: float = 5.0,
+    connect_concurrency: int = 100,
+    on_start: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Drive `pairs` sender→receiver pairs at an aggregate `rate` msg/s for at most `duration`
+    seconds (and `max_messages`), from `procs` spawned processes; block until done.
+
+    `on_start`/`on_stop` run in this process just as sending starts (all connected) and once
+    every worker has drained, e.g. to bracket a CpuMeter around the measured phase only.
+    """
+    procs = max(1, min(procs, pairs))
+    max_messages = max_messages if max_messages is not None else int(rate * duration) + 1
+    ctx = mp.get_context("spawn")  # no fork of a parent that may hold event loops or threads
+    start, drained = ctx.Barrier(procs + 1), ctx.Barrier(procs + 1)
+    out: Any = ctx.Queue()
+    prefix = f"lg{os.getpid()}x{int(time.time() * 1000) % 10**8}-"
+    shares = [list(range(w, pairs, procs)) for w in range(procs)]
+    workers = [
+        ctx.Process(
+            target=_worker_main,
+            args=(
+                _WorkerConfig(
+                    adapter, url, dict(adapter_options or {}), share, prefix,
+                    rate * len(share) / pairs, duration, max(1, max_messages * len(share) // pairs),
+                    connect_timeout, drain_timeout, connect_concurrency,
+                ),
+                start, drained, out,
+            ),
+            daemon=True,
+            name=f"loadgen-{w}",
+        )
+        for w, share in enumerate(shares)
+    ]  # fmt: skip
+    results: list[dict[str, Any]] = []
+    try:
+        for p in workers:
+            p.start()
+        try:
+            _wait_barrier(start, connect_timeout + 60, workers)
+            if on_start:
+                on_start()
+            _wait_barrier(drained, duration + drain_timeout + 60, workers)
+            if on_stop:
+                on_stop()
+        except threading.BrokenBarrierError:
+            pass  # a worker failed: its traceback is on the queue
+        for _ in workers:
+            try:
+                results.append(out.get(timeout=30))
+            except queue.Empty:
+                break
+    finally:
+        for p in workers:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors or len(results) != procs:
+        raise RuntimeError("load generator failed:\n" + ("\n".join(errors) or "a worker died silently"))
+
+    hist = new_histogram()
+    for r in results:
+        hist.decode_and_add(r["hist"])
+    total = lambda k: sum(r[k] for r in results)  # noqa: E731
+    return LoadResult(
+        adapter=getattr(adapter, "name", adapter.__name__),
+        target_rate=rate,
+        duration=duration,
+        pairs=pairs,
+        procs=procs,
+        sent=total("sent"),
+        delivered=total("delivered"),
+        lost=total("lost"),
+        duplicates=total("duplicates"),
+        out_of_order=total("out_of_order"),
+        stray=total("stray"),
+        send_errors=total("send_errors"),
+        send_s=max(r["send_s"] for r in results),
+        last_delivery_s=max(r["last_delivery_s"] for r in results),
+        max_lag_ms=max(r["max_lag_s"] for r in results) * 1000,
+        connect_s=max(r["connect_s"] for r in results),
+        gen_cpu_s=[r["cpu_s"] for r in results],
+        latency_ms=latency_summary(hist),
+        histogram=hist.encode(),
+    )
+
+
+def find_max_rate(
+    run: Callable[[float], LoadResult],
+    rates: Sequence[float],
+    *,
+    budget_s: float = 120.0,
+    min_ratio: float = 0.95,
+    max_p99_ms: float = 200.0,
+    log: Callable[[str], None] = print,
+) -> tuple[float, list[LoadResult]]:
+    """Step through increasing `rates` with `run(rate)` until one is not sustained (or the time
+    budget is spent); return the highest sustained rate and every result."""
+    results: list[LoadResult] = []
+    best = 0.0
+    deadline = time.monotonic() + budget_s
+    for rate in rates:
+        if time.monotonic() >= deadline:
+            log(f"  time budget spent before {rate:,.0f}/s")
+            break
+        r = run(rate)
+        results.append(r)
+        ok = r.sustained(min_ratio, max_p99_ms)
+        log(f"  {'ok  ' if ok else 'FAIL'} {r.summary()}")
+        if not ok:
+            break
+        best = rate
+    return best, results

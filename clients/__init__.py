@@ -1,0 +1,1 @@
+"""kefu clients: the Python async client, the load-test bots, and the browser apps (web/)."""

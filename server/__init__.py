@@ -1,0 +1,1 @@
+"""kefu server: Starlette app, WebSocket gateway, and the domain services over Redis."""

@@ -1,0 +1,127 @@
+"""One kefu node: its Redis clients, scripts, hub and services, and its background duties.
+
+Nodes are stateless apart from their open sockets: everything else is in Redis, so any number
+of nodes can share one Redis behind a plain load balancer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import msgspec
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from .accounts import Accounts
+from .auth import Passwords, Tokens
+from .connection import Connection, spawn
+from .conversations import Conversations
+from .dispatcher import Dispatcher
+from .hub import Hub
+from .metrics import Metrics
+from .presence import Presence
+from .settings import Settings
+from .storage import keys as K
+from .storage.scripts import Scripts
+
+log = logging.getLogger("kefu.node")
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def redis_client(url: str, decode: bool, max_connections: int = 64) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10,
+                                           decode_responses=decode, health_check_interval=30)
+    return Redis(connection_pool=pool)
+
+
+class Node:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.id = settings.node_id
+        self.redis_url = redis_url
+        self.r = redis_client(redis_url, decode=True)
+        self.rb = redis_client(redis_url, decode=False, max_connections=8)
+        self.scripts = Scripts(self.r)
+        self.metrics = Metrics()
+        self.passwords = Passwords(settings.argon2_time, settings.argon2_memory)
+        self.accounts = Accounts(self.r, self.passwords)
+        self.hub = Hub(self.rb, f"kefu:node:{self.id}:ch")
+        self.presence = Presence(self)
+        self.dispatcher = Dispatcher(self)
+        self.conversations = Conversations(self)
+        self.tokens: Tokens | None = None
+        self._tick: asyncio.Task[None] | None = None
+        self.ready = False
+        self.clock_offset_ms = 0
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.clock_offset_ms
+
+    def pack_event(self, typ: str, data: Any) -> bytes:
+        return _pack({"type": typ, "data": data})
+
+    async def start(self) -> None:
+        await self.r.ping()
+        secret = self.settings.secret
+        if not secret:  # one signing key shared by every node on this Redis
+            await self.r.set(K.SECRET, secrets.token_urlsafe(48), nx=True)
+            secret = await self.r.get(K.SECRET)
+        self.tokens = Tokens(secret, self.settings.token_ttl, self.settings.buyer_token_ttl)
+        await self.hub.start()
+        self.hub.on_reconnect.append(self._resync)
+        await self.presence.tick()
+        self._tick = asyncio.create_task(self._ticker(), name="node-tick")
+        self.ready = True
+        log.info("node %s up on %s", self.id, self.redis_url)
+
+    def _resync(self) -> None:
+        for c in tuple(self.hub.conns):
+            c.resync()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)  # a periodic duty, not synchronisation
+            try:
+                await self.presence.tick()
+                self._expire_members()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("tick failed: %s", e)
+
+    def _expire_members(self) -> None:
+        now = self.now_ms()
+        for c in tuple(self.hub.conns):
+            if c.member is not None and c.member.expired(now):
+                c.close(4003, "account expired")
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._tick:
+            self._tick.cancel()
+            try:
+                await self._tick
+            except (asyncio.CancelledError, Exception):
+                pass
+        for c in tuple(self.hub.conns):
+            c.close(1001, "server shutting down")
+        await asyncio.sleep(0)
+        await self.hub.stop()
+        try:
+            await self.r.zrem(K.NODES, self.id)
+        except Exception:
+            pass
+        await self.r.aclose()
+        await self.rb.aclose()
+
+    def new_conn_id(self) -> str:
+        return secrets.token_hex(6)
+
+    def conn(self, *a: Any) -> Connection:
+        return Connection(self, *a)
+
+    def kick(self, seller: str, member: str, reason: str) -> None:
+        from .storage.keys import SellerKeys
+        spawn(self.r.publish(SellerKeys(seller).ch_member(member), self.pack_event("kick", {"reason": reason})))

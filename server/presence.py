@@ -1,0 +1,158 @@
+"""Presence (R5–R11): online / idle / offline across tabs, devices and nodes.
+
+A member is online (or idle, its toggle) while any connection lives on any node; ``offline``
+only after ``grace`` seconds without one (R10). Each node heartbeats; survivors reap a dead
+node's connections, so a SIGKILLed node's members go offline after the grace period and their
+conversations are re-dispatched (R15). Deadlines live in Redis (``kefu:due``), so any node can
+finish what a dead one started.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kefu.protocol.errors import BadRequest, ErrorCode
+
+from .connection import spawn
+from .storage import keys as K
+from .storage.keys import SellerKeys
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .node import Node
+
+log = logging.getLogger("kefu.presence")
+
+
+class Presence:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    # ---- connections ----------------------------------------------------------------------
+    async def member_connected(self, c: "Connection", status: str | None) -> str:
+        n = self.node
+        assert c.member is not None
+        k = SellerKeys(c.seller)
+        await n.r.sadd(K.node_sellers(n.id), c.seller)
+        old, new = await n.scripts.run("connect", [k.conns, k.node_conns(n.id), k.status, k.want, k.names],
+                                       [c.user, n.id, c.id, status or "", k.ch_prefix, "1" if c.member.main else ""])
+        await n.r.zrem(K.DUE, f"{c.seller}\0{c.user}")
+        if new == "online" and old != "online":
+            spawn(n.dispatcher.drain_for(c.seller, c.user))
+        return str(new)
+
+    async def buyer_connected(self, c: "Connection") -> None:
+        n = self.node
+        k = SellerKeys(c.seller)
+        pipe = n.r.pipeline(transaction=False)
+        pipe.sadd(K.node_sellers(n.id), c.seller)
+        pipe.zadd(k.conns, {f"b:{c.user}\0{n.id}\0{c.id}": 0})
+        pipe.sadd(k.node_conns(n.id), f"b:{c.user}\0{c.id}")
+        pipe.zrem(K.DUE, f"{c.seller}\0b:{c.user}")
+        await pipe.execute()
+
+    async def disconnected(self, c: "Connection") -> None:
+        n = self.node
+        k = SellerKeys(c.seller)
+        who = c.user if c.kind == "member" else f"b:{c.user}"
+        gone = await n.scripts.run("disconnect", [k.conns, k.node_conns(n.id)], [n.id, f"{who}\0{c.id}"])
+        for g in gone:
+            await self.schedule(c.seller, g, n.now_ms())
+
+    async def schedule(self, seller: str, who: str, since_ms: int) -> None:
+        """After the grace period, check again: still no connection -> offline (or leave the queue)."""
+        n = self.node
+        grace = n.settings.buyer_grace if who.startswith("b:") else n.settings.grace
+        due = since_ms + int(grace * 1000)
+        entry = f"{seller}\0{who}"
+        await n.r.zadd(K.DUE, {entry: due})
+        old = self._timers.pop(entry, None)
+        if old:
+            old.cancel()
+        delay = max(0.0, (due - n.now_ms()) / 1000)
+        self._timers[entry] = asyncio.get_running_loop().call_later(delay, lambda: spawn(self.expire(entry)))
+
+    async def expire(self, entry: str) -> None:
+        self._timers.pop(entry, None)
+        n = self.node
+        if await n.r.zrem(K.DUE, entry) == 0:
+            return  # reconnected meanwhile, or another node handled it
+        seller, who = entry.split("\0", 1)
+        k = SellerKeys(seller)
+        if who.startswith("b:"):
+            await self._buyer_gone(seller, who[2:])
+            return
+        res = await n.scripts.run("offline", [k.conns, k.status, k.held, k.names], [who, k.ch_prefix])
+        if res[0] == "offline":
+            log.info("member %s:%s offline", seller, who)
+            await n.dispatcher.redispatch(seller, who, list(res[1:]))
+
+    async def _buyer_gone(self, seller: str, buyer: str) -> None:
+        n = self.node
+        k = SellerKeys(seller)
+        if await n.r.zrangebylex(k.conns, f"[b:{buyer}\0", f"[b:{buyer}\0\xff", start=0, num=1):
+            return
+        for store in await n.r.hkeys(k.stores):
+            conv = await n.r.get(k.open_conv(buyer, store))
+            if conv and await n.r.hget(k.conv(conv), "state") == "queued":
+                try:
+                    await n.conversations.leave(seller, buyer, conv)
+                except Exception as e:
+                    log.debug("leave %s: %s", conv, e)
+
+    # ---- status toggle (R8, R9) -------------------------------------------------------------
+    async def set_status(self, c: "Connection", target: str | None, status: str) -> dict[str, Any]:
+        n = self.node
+        assert c.member is not None
+        who = target or c.user
+        if who != c.user:
+            c.member.require("manage")  # R9: the seller or a supervisor with the manage permission
+        m = await n.accounts.get(c.seller, who)
+        k = SellerKeys(c.seller)
+        _, old, new = await n.scripts.run("status", [k.status, k.want, k.conns, k.names],
+                                          [who, status, k.ch_prefix, "1" if m.main else ""])
+        if new == "online" and old != "online":
+            await n.dispatcher.drain_for(c.seller, who)
+        want = await n.r.hget(k.want, who)
+        return {"member": who, "status": new, "want": want}
+
+    async def contacts(self, c: "Connection") -> list[dict[str, Any]]:
+        """R21: the members of the same seller (and its main account), with live presence."""
+        n = self.node
+        k = SellerKeys(c.seller)
+        pipe = n.r.pipeline(transaction=False)
+        pipe.hgetall(k.names)
+        pipe.hgetall(k.status)
+        names, status = await pipe.execute()
+        return [{"member": m, "name": nm, "status": status.get(m, "offline"), "main": m == c.seller}
+                for m, nm in sorted(names.items()) if m != c.user]
+
+    # ---- node liveness ----------------------------------------------------------------------
+    async def tick(self) -> None:
+        """Heartbeat, reap dead nodes, and run overdue deadlines (e.g. those of a dead node)."""
+        n = self.node
+        now = n.now_ms()
+        await n.r.zadd(K.NODES, {n.id: now})
+        stale = await n.r.zrangebyscore(K.NODES, "-inf", now - int(5 * n.settings.heartbeat * 1000))
+        for dead in stale:
+            if dead == n.id:
+                continue
+            last = await n.r.zscore(K.NODES, dead)
+            log.warning("node %s silent since %s: reaping its connections", dead, last)
+            for seller in await n.r.smembers(K.node_sellers(dead)):
+                k = SellerKeys(seller)
+                gone = await n.scripts.run("disconnect", [k.conns, k.node_conns(dead)], [dead, "*"])
+                for g in gone:
+                    await self.schedule(seller, g, int(last or now))
+            await n.r.delete(K.node_sellers(dead))
+            await n.r.zrem(K.NODES, dead)
+        for entry in await n.r.zrangebyscore(K.DUE, "-inf", now, start=0, num=200):
+            if entry not in self._timers:
+                spawn(self.expire(entry))
+
+    def validate_status(self, status: str) -> str:
+        if status not in ("online", "idle"):
+            raise BadRequest(ErrorCode.INVALID, "status is online or idle")
+        return status

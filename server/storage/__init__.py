@@ -1,0 +1,1 @@
+"""Every Redis key (keys.py) and every atomic script (scripts.py, lua/*.lua) lives here."""

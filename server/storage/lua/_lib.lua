@@ -1,0 +1,38 @@
+-- _lib.lua: helpers prepended to every script by scripts.py (never run alone).
+-- Events are published as msgpack {type=..., data=...}; the hub decodes them once per node.
+local function pub(ch, typ, data)
+  redis.call('PUBLISH', ch, cmsgpack.pack({type = typ, data = data}))
+end
+
+-- route is ",q1,q2," : the queues a member may take conversations from.
+local function inroute(route, q)
+  return route ~= false and route ~= nil and string.find(route, ',' .. q .. ',', 1, true) ~= nil
+end
+
+local function num(v) return tonumber(v or '0') or 0 end
+
+-- Append one message to a conversation's stream (R17: stored before it is published).
+-- Returns the new seq. Stream ids are "<seq>-0" so seq order is stream order.
+local function append_msg(convkey, logkey, kind, from, name, text, now, cid)
+  local seq = redis.call('HINCRBY', convkey, 'seq', 1)
+  redis.call('XADD', logkey, seq .. '-0', 'k', kind, 'f', from, 'n', name, 't', text, 'ts', now, 'c', cid)
+  redis.call('HSET', convkey, 'last_ts', now, 'last_text', string.sub(text, 1, 120), 'last_kind', kind)
+  return seq
+end
+
+local function msg_event(conv, seq, kind, from, name, text, now, cid, store)
+  return {conv = conv, seq = seq, kind = kind, from = from, name = name, text = text,
+          ts = tonumber(now), cid = cid, store = store}
+end
+
+local function queue_moved(chp, qverkey, q, rank)
+  local v = redis.call('HINCRBY', qverkey, q, 1)
+  pub(chp .. 'q:' .. q, 'queue.moved', {queue = q, ver = v, rank = rank})
+  return v
+end
+
+local function queue_info(chp, qkey, q)
+  local head = redis.call('ZRANGE', qkey, 0, 0, 'WITHSCORES')
+  pub(chp .. 'dash', 'queue', {queue = q, length = redis.call('ZCARD', qkey),
+                                oldest = tonumber(head[2] or '0')})
+end

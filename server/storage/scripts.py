@@ -1,0 +1,34 @@
+"""Load each Lua script once (with ``_lib.lua`` prepended) and run it by SHA.
+
+redis-py's Script objects reload on NOSCRIPT, so a Redis restart (which empties the script
+cache) costs one extra round trip, not an error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from kefu.protocol.errors import error
+
+NAMES = ("append", "dispatch", "close", "restart", "transfer", "connect", "disconnect", "offline",
+         "status", "leave")
+
+
+def source(name: str) -> str:
+    lua = Path(__file__).parent / "lua"
+    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class Scripts:
+    def __init__(self, r: Redis) -> None:
+        self._s: dict[str, AsyncScript] = {n: r.register_script(source(n)) for n in NAMES}
+
+    async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """Run a script; an ``{"err", code}`` reply becomes the matching KefuError."""
+        res = await self._s[name](keys=keys, args=args, client=client)
+        if isinstance(res, list) and res and res[0] == "err":
+            raise error(res[1])
+        return res

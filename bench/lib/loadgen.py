@@ -246,6 +246,8 @@ class Tracker:
         self.out_of_order = 0
         self.stray = 0  # from a sender we don't know (another run, another process)
         self.last_at = 0.0
+        self.t0 = 0.0  # set when sending starts; `timeline` is indexed by whole seconds since
+        self.timeline: list[list[int]] = []  # per second: [delivered, max latency µs]
         self._now = time.perf_counter
 
     def on_message(self, frm: str, seq: int, ts: float) -> None:
@@ -267,8 +269,15 @@ class Tracker:
             return
         self.unique += 1
         self.last_at = now
-        us = int((now - ts) * 1e6)
-        self.hist.record_value(min(max(us, HIST_MIN), HIST_MAX))
+        us = min(max(int((now - ts) * 1e6), HIST_MIN), HIST_MAX)
+        self.hist.record_value(us)
+        sec = int(now - self.t0)
+        while len(self.timeline) <= sec:
+            self.timeline.append([0, 0])
+        slot = self.timeline[sec]
+        slot[0] += 1
+        if us > slot[1]:
+            slot[1] = us
 
     def lost(self, sent: dict[str, int]) -> int:
         return sum(len(st.missing) + sent[s] - st.next for s, st in self.seqs.items())
@@ -330,7 +339,7 @@ async def _worker(cfg: _WorkerConfig, start: Any, drained: Any) -> dict[str, Any
     sent = send_errors = 0
     max_lag = 0.0
     cpu0 = time.process_time()
-    t0 = time.perf_counter()
+    t0 = tracker.t0 = time.perf_counter()
     end = t0 + cfg.duration
     # Open-loop pacing: at each wake-up send every message due by now, round-robin over pairs.
     while sent < cfg.max_messages:
@@ -376,6 +385,7 @@ async def _worker(cfg: _WorkerConfig, start: Any, drained: Any) -> dict[str, Any
         "connect_s": connect_s,
         "cpu_s": cpu_s,
         "hist": tracker.hist.encode(),
+        "timeline": tracker.timeline,
     }
 
 
@@ -417,6 +427,7 @@ class LoadResult:
     connect_s: float
     gen_cpu_s: list[float]
     latency_ms: dict[str, float]
+    timeline: list[tuple[int, float]]  # per second since start: (delivered, max latency ms)
     histogram: bytes = field(repr=False)  # merged HdrHistogram, encoded (decode to aggregate further)
     extra: dict[str, Any] = field(default_factory=dict)  # caller's figures (server CPU, RSS, ...)
 
@@ -460,6 +471,14 @@ def latency_summary(hist: HdrHistogram) -> dict[str, float]:
     out["max"] = hist.get_max_value() / 1000
     out["mean"] = hist.get_mean_value() / 1000
     return out
+
+
+def _merge_timelines(timelines: list[list[list[int]]]) -> list[tuple[int, float]]:
+    merged: list[tuple[int, float]] = []
+    for sec in range(max((len(t) for t in timelines), default=0)):
+        slots = [t[sec] for t in timelines if sec < len(t)]
+        merged.append((sum(s[0] for s in slots), max(s[1] for s in slots) / 1000))
+    return merged
 
 
 def _wait_barrier(barrier: Any, timeout: float, workers: Sequence[Any]) -> None:
@@ -578,6 +597,7 @@ def run_load(
         connect_s=max(r["connect_s"] for r in results),
         gen_cpu_s=[r["cpu_s"] for r in results],
         latency_ms=latency_summary(hist),
+        timeline=_merge_timelines([r["timeline"] for r in results]),
         histogram=hist.encode(),
     )
 

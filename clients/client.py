@@ -62,6 +62,7 @@ class Client:
         self._pending: dict[Any, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.on_event: Callable[[str, Any], None] | None = None
+        self.gen = 0  # connection generation: a "closed" event of an earlier connection is stale
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -90,9 +91,10 @@ class Client:
     # ---- connection -------------------------------------------------------------------------
     async def connect(self, resume: bool = True, **auth: Any) -> dict[str, Any]:
         self.closed = None
+        self.gen += 1
         self.ws = await connect(ws_url(self.base), subprotocols=[self.codec.subprotocol],  # type: ignore[list-item]
                                 max_size=2**20, open_timeout=10, ping_interval=None)
-        self._reader = asyncio.create_task(self._read(self.ws))
+        self._reader = asyncio.create_task(self._read(self.ws, self.gen))
         payload = {"token": self.token, **auth}
         if resume and self.cursors:
             payload["cursors"] = dict(self.cursors)
@@ -113,7 +115,7 @@ class Client:
                 self._reader.cancel()
         self.ws = None
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: ClientConnection, gen: int) -> None:
         try:
             async for frame in ws:
                 self._on_frame(self.codec.decode_any(frame))
@@ -126,7 +128,7 @@ class Client:
                 if not f.done():
                     f.set_exception(ConnectionError(f"closed {rc}"))
             self._pending.clear()
-            self.events.put_nowait(("closed", {"code": rc, "reason": ws.close_reason or ""}))
+            self.events.put_nowait(("closed", {"code": rc, "reason": ws.close_reason or "", "gen": gen}))
 
     def _on_frame(self, env: dict[str, Any]) -> None:
         t = env.get("type")
@@ -179,7 +181,7 @@ class Client:
                 t, d = await self.events.get()
                 if (type_ is None or t == type_) and (pred is None or pred(d)):
                     return d
-                if t == "closed" and type_ != "closed":
+                if t == "closed" and type_ != "closed" and d.get("gen") == self.gen:
                     raise ConnectionError(f"closed {d}")
         return await asyncio.wait_for(wait(), timeout)
 

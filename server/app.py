@@ -352,6 +352,8 @@ def create_app(settings: Settings, redis_url: str) -> Starlette:
         Route("/api/admin/live", live),
         Route("/api/admin/conversations/{conv}", explain),
     ]
+    from . import stats, work_orders
+    routes += work_orders.http_routes() + stats.http_routes()
     web = web_dir()
     if web.is_dir():
         routes.append(Route("/", lambda r: RedirectResponse("/web/console/")))

@@ -115,6 +115,7 @@ class Conversations:
             cur = await r.get(okey)
             return cur or "", None, False
         await r.zadd(k.buyer_convs(c.user), {conv: now})
+        await r.zadd(k.convs, {conv: now})
         self.node.metrics.conversations_opened += 1
         c.cursors.setdefault(conv, 0)
         out = await self.node.dispatcher.dispatch(c.seller, conv, q, addressed=addressed)

@@ -394,3 +394,6 @@ async def _dash(node: "Node", c: Connection, req: M.DashSnapshot) -> Any:
     c.member.require("dashboard")
     from .dashboard import snapshot
     return await snapshot(node, c.seller)
+
+
+from . import work_orders as _work_orders  # noqa: E402,F401  (registers the wo.* handlers)

@@ -73,7 +73,7 @@ class SellerKeys:
 
     # conversations
     @property
-    def conv_seq(self) -> str: return f"{self.b}:convseq"
+    def convs(self) -> str: return f"{self.b}:convs"              # zset conv -> created ms (stats index)
     def conv(self, c: str) -> str: return f"{self.b}:c:{c}"       # hash: conversation record
     def log(self, c: str) -> str: return f"{self.b}:c:{c}:log"    # stream: messages, id "<seq>-0"
     def cids(self, c: str) -> str: return f"{self.b}:c:{c}:cids"  # hash client id -> seq (idempotency)

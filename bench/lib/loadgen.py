@@ -33,8 +33,10 @@ from urllib.parse import quote
 
 import msgspec
 from hdrh.histogram import HdrHistogram
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 OnMessage = Callable[[str, int, float], None]
 C = TypeVar("C")
@@ -85,15 +87,110 @@ _decode_msg = msgspec.json.Decoder(Msg).decode
 _decode_sio_event = msgspec.json.Decoder(tuple[str, Msg]).decode
 
 
-@dataclass(eq=False)
-class WsConn:
-    user: str
-    ws: ClientConnection
-    reader: asyncio.Task[None] | None = None
+class WsConn(asyncio.Protocol):
+    """A WebSocket client connection on websockets' sans-I/O `ClientProtocol`.
+
+    Received messages are handed to `on_frame` straight from `data_received`, and `send_text`
+    writes synchronously: no reader task, future or queue per message. The asyncio client of
+    `websockets` costs several times more CPU per message, which on a 2-core machine would
+    leave the load generator, not the server, as the bottleneck.
+    """
+
+    def __init__(self, user: str, uri: str, max_size: int) -> None:
+        self.user = user
+        self.proto = ClientProtocol(parse_uri(uri), max_size=max_size)
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.transport: asyncio.Transport | None = None
+        # Until the adapter's handshake is done, messages are queued for `recv()`.
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.on_frame: Callable[[bytes], None] = self.inbox.put_nowait
+        self._fragments: list[bytes] = []
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        proto = self.proto
+        proto.receive_data(data)
+        for ev in proto.events_received():
+            if isinstance(ev, Frame):
+                if ev.opcode in _DATA_OPCODES:
+                    if ev.fin and not self._fragments:
+                        self.on_frame(bytes(ev.data))
+                    else:
+                        self._fragments.append(bytes(ev.data))
+                        if ev.fin:
+                            self.on_frame(b"".join(self._fragments))
+                            self._fragments.clear()
+            elif not self.opened.done():  # the handshake response
+                if proto.handshake_exc is not None:
+                    self.opened.set_exception(proto.handshake_exc)
+                else:
+                    self.opened.set_result(None)
+        self._flush()  # pongs, close replies
+
+    def eof_received(self) -> None:
+        self.proto.receive_eof()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("connection closed during handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # API
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            elif self.transport.can_write_eof():  # SEND_EOF
+                self.transport.write_eof()
+        if self.proto.state is State.CLOSED:
+            self.transport.close()
+
+    def send_text(self, data: bytes) -> None:
+        if self.proto.state is not State.OPEN:
+            raise ConnectionError(f"connection {self.proto.state.name.lower()}")
+        self.proto.send_text(data)
+        self._flush()
+
+    async def recv(self) -> bytes:
+        """Next message, only while `on_frame` is still the default (during a handshake)."""
+        return await self.inbox.get()
+
+    async def close(self, timeout: float = 2.0) -> None:
+        if self.transport is None:
+            return
+        if self.proto.state is State.OPEN:
+            self.proto.send_close()
+            self._flush()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        if not self.closed.done():
+            self.transport.abort()  # the server never closed: don't wait any longer
+
+
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class WsAdapter(Adapter[WsConn]):
-    """Base for adapters over the `websockets` client: one reader task per connection.
+    """Base for adapters over a WebSocket (`WsConn`).
 
     Options: `pad` (bytes of padding per message), `local_addrs` (source IPs to spread
     connections over, e.g. ["127.0.0.2", "127.0.0.3"], when ephemeral ports run out),
@@ -110,58 +207,53 @@ class WsAdapter(Adapter[WsConn]):
     def uri(self, user_id: str) -> str:
         return f"{self.url}{'&' if '?' in self.url else '?'}user={quote(user_id)}"
 
-    async def handshake(self, ws: ClientConnection) -> None:
+    async def handshake(self, conn: WsConn) -> None:
         """Protocol-level opening after the WebSocket handshake (none by default)."""
 
-    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
-        """Handle one received frame; return a text frame to send back, if any."""
+    def on_frame(self, conn: WsConn, frame: bytes) -> None:
+        """Handle one received message (may reply with conn.send_text)."""
         m = _decode_msg(frame)
         self.on_message(m.frm, m.seq, m.ts)
-        return None
 
     def encode(self, user: str, to: str, seq: int, ts: float) -> bytes:
         return _encode(Msg(to=to, seq=seq, ts=ts, frm=user, pad=self.pad))
 
     async def connect(self, user_id: str) -> WsConn:
+        uri = self.uri(user_id)
+        wsuri = parse_uri(uri)
         extra: dict[str, Any] = {}
         if self.local_addrs:
             extra["local_addr"] = (self.local_addrs[self._n % len(self.local_addrs)], 0)
             self._n += 1
-        ws = await connect(
-            self.uri(user_id),
-            compression=None,  # deflate off everywhere, as on the servers
-            ping_interval=None,  # servers ping; clients only answer
-            open_timeout=self.open_timeout,
-            close_timeout=2,
-            max_size=1 << 20,
-            **extra,
-        )
-        try:
-            await asyncio.wait_for(self.handshake(ws), self.open_timeout)
-        except BaseException:
-            await ws.close()
-            raise
-        conn = WsConn(user_id, ws)
-        conn.reader = asyncio.create_task(self._read(conn))
+        loop = asyncio.get_running_loop()
+
+        async def open_() -> WsConn:
+            _, conn = await loop.create_connection(
+                lambda: WsConn(user_id, uri, max_size=1 << 20), wsuri.host, wsuri.port, **extra
+            )
+            try:
+                await conn.opened
+                await self.handshake(conn)
+            except BaseException:
+                if conn.transport:
+                    conn.transport.abort()
+                raise
+            return conn
+
+        conn = await asyncio.wait_for(open_(), self.open_timeout)
+        conn.on_frame = lambda frame: self.on_frame(conn, frame)
+        # Messages that arrived during the handshake, in order.
+        while not conn.inbox.empty():
+            self.on_frame(conn, conn.inbox.get_nowait())
         return conn
 
-    async def _read(self, conn: WsConn) -> None:
-        ws, on_frame = conn.ws, self.on_frame
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                reply = on_frame(conn, await ws.recv(decode=False))  # type: ignore[arg-type]
-                if reply is not None:
-                    await ws.send(reply, text=True)
-
     async def send(self, conn: WsConn, to: str, seq: int, ts: float) -> None:
-        await conn.ws.send(self.encode(conn.user, to, seq, ts), text=True)
+        conn.send_text(self.encode(conn.user, to, seq, ts))
+        if not conn.writable.is_set():  # kernel buffer full: the server is not reading
+            await conn.writable.wait()
 
     async def close(self, conn: WsConn) -> None:
-        await conn.ws.close()
-        if conn.reader:
-            conn.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await conn.reader
+        await conn.close()
 
 
 class RelayAdapter(WsAdapter):
@@ -175,8 +267,8 @@ class PlainWsAdapter(WsAdapter):
 
     name = "bare-ws"
 
-    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
-        return None
+    def on_frame(self, conn: WsConn, frame: bytes) -> None:
+        pass
 
 
 class SocketIOAdapter(WsAdapter):
@@ -191,27 +283,26 @@ class SocketIOAdapter(WsAdapter):
     def uri(self, user_id: str) -> str:
         return f"{self.url}?EIO=4&transport=websocket&user={quote(user_id)}"
 
-    async def handshake(self, ws: ClientConnection) -> None:
-        opened = await ws.recv(decode=False)
+    async def handshake(self, conn: WsConn) -> None:
+        opened = await conn.recv()
         if not opened.startswith(b"0"):
             raise ConnectionError(f"expected Engine.IO open packet, got {opened[:80]!r}")
-        await ws.send("40")
+        conn.send_text(b"40")
         while True:
-            frame = await ws.recv(decode=False)
+            frame = await conn.recv()
             if frame.startswith(b"40"):
                 return
             if frame == b"2":
-                await ws.send("3")
+                conn.send_text(b"3")
             elif frame.startswith(b"44"):
                 raise ConnectionError(f"Socket.IO connect refused: {frame[:200]!r}")
 
-    def on_frame(self, conn: WsConn, frame: bytes) -> bytes | None:
+    def on_frame(self, conn: WsConn, frame: bytes) -> None:
         if frame.startswith(b"42"):
             _, m = _decode_sio_event(memoryview(frame)[2:])
             self.on_message(m.frm, m.seq, m.ts)
         elif frame == b"2":
-            return b"3"
-        return None
+            conn.send_text(b"3")
 
     def encode(self, user: str, to: str, seq: int, ts: float) -> bytes:
         return b'42["m",' + super().encode(user, to, seq, ts) + b"]"

@@ -56,7 +56,6 @@ class CloseCode(enum.IntEnum):
     AUTH_FAILED = 4001           # bad/expired token or no auth within the deadline
     KICKED = 4003                # account disabled, expired or logged out by the seller
     FLOOD = 4008                 # too many frames/bad frames: abuse
-    TOO_LARGE = 4009             # frame over the size limit
     SLOW_CONSUMER = 4100         # outbound queue overflowed: reconnect and resume from your last seq
     OVERLOADED = 4101            # node overloaded: reconnect later, elsewhere
 

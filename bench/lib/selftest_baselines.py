@@ -60,7 +60,7 @@ def main() -> int:
         for name in RELAYS:
             srv = baselines.start(ps, name, redis.url, workers=a.workers)
             # Warm-up (imports, JIT, pools) outside the measured run.
-            loadgen.run_load(baselines.ADAPTER[name], srv.url, rate=500, duration=1, pairs=a.pairs, procs=1)
+            loadgen.run_load(baselines.ADAPTER[name], srv.url, rate=a.rate, duration=1, pairs=a.pairs, procs=a.procs)
             r = measured_run(name, srv, redis, a.rate, a)
             print(f"[B1] {r.summary()}\n     {fmt_cpu(r)}; server RSS {r.extra['server_rss_mib']:.0f} MiB", flush=True)
             report["relay"][name] = r.as_dict()

@@ -33,6 +33,7 @@ class Auth(Request):
     cursors: dict[Id, Seq] = {}          # conv -> last seq seen, to resume (R17)
     stores: Optional[list[Id]] = None    # members: the stores to serve now (R4); None = all allowed
     status: Optional[Status] = None      # members: initial status; default: the last one chosen
+    app: Literal["console", "dashboard"] = "console"  # "dashboard": watch only, no presence, no chats
 
 
 class Ping(Request):
@@ -127,16 +128,18 @@ class DashSnapshot(Request):
 
 WoType = Annotated[str, Meta(min_length=1, max_length=32)]
 WoStatus = Literal["open", "in_progress", "done", "cancelled"]
+OrderNo = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class WoCreate(Request):
-    type: WoType
+    """R22: from a conversation (buyer and store come from it) or for a buyer (and an order number)."""
+    type: WoType                          # one of the seller's types (GET /api/admin/work-orders/types)
     content: Text
     conv: Optional[Id] = None
     buyer: Optional[Id] = None
     store: Optional[Id] = None
-    order: Optional[Annotated[str, Meta(max_length=64)]] = None
-    handler_member: Optional[Id] = None
+    order: Optional[OrderNo] = None
+    handler_member: Optional[Id] = None   # exactly one of handler_member, handler_group
     handler_group: Optional[Id] = None
 
 
@@ -145,8 +148,9 @@ class WoList(Request):
     status: Optional[WoStatus] = None
     type: Optional[WoType] = None
     store: Optional[Id] = None
-    handler: Optional[Id] = None
-    before: Optional[Id] = None
+    handler: Optional[Id] = None          # a member or group id (either handler field matches)
+    buyer: Optional[Id] = None            # the buyer's work orders, e.g. beside its chat
+    before: Optional[Id] = None           # paging: the ``next`` of the previous page
     limit: Limit = 50
 
 
@@ -163,6 +167,10 @@ class WoUpdate(Request):
 
 
 class WoCounts(Request):
+    pass
+
+
+class WoTypes(Request):
     pass
 
 
@@ -191,6 +199,7 @@ REQUESTS: dict[str, type[Request]] = {
     "wo.get": WoGet,
     "wo.update": WoUpdate,
     "wo.counts": WoCounts,
+    "wo.types": WoTypes,
 }
 
 # Server -> client events and their fields (documented in PROTOCOL.md).
@@ -203,7 +212,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "presence": ("member", "status", "name"),
     "load": ("member", "load", "cap"),
     "queue": ("queue", "length", "oldest"),
-    "wo": ("wo", "action", "by"),
+    "wo": ("wo", "action", "by", "changes", "type", "status", "handler", "handler_member", "handler_group",
+           "creator", "buyer", "store", "order", "conv", "content", "created", "updated"),
     "internal": ("conv", "with"),
 }
 

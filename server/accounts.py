@@ -358,8 +358,6 @@ class Accounts:
     # ---- routing ---------------------------------------------------------------------------
     async def servable_stores(self, m: Member) -> list[str]:
         """Stores whose groups include one of the member's groups, narrowed by its explicit list (R3, R4)."""
-        if m.main and not m.groups:
-            return list((await self.stores(m.seller)).keys())
         stores = await self.stores(m.seller)
         mine = set(m.groups)
         out = [s for s, st in stores.items() if mine & set(st["groups"])]
@@ -369,14 +367,15 @@ class Accounts:
         """The ``route`` entry: queues this member may take from. Empty unless it may serve (R2)."""
         k = SellerKeys(m.seller)
         if serving is None:
-            serving = uncsv(await self.r.hget(k.member(m.id), "serving")) or None
+            raw = await self.r.hget(k.member(m.id), "serving")
+            serving = None if raw is None or raw == "*" else uncsv(raw)
         else:
             await self.r.hset(k.member(m.id), "serving", csv(serving))
         if not m.can("serve") or m.disabled:
             await self.r.hdel(k.route, m.id)
             return ""
         stores = await self.servable_stores(m)
-        if serving:
+        if serving is not None:
             stores = [s for s in stores if s in serving]
         route = "," + ",".join([f"s:{s}" for s in stores] + [f"g:{g}" for g in m.groups]) + ","
         await self.r.hset(k.route, m.id, route)

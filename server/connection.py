@@ -40,7 +40,7 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
@@ -65,6 +65,7 @@ class Connection:
         self.tokens = node.settings.burst
         self.last_refill = time.monotonic()
         self.bad_frames = 0
+        self.watch = False             # a dashboard-only connection: no presence, no chats
 
     # ---- outbound -------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:

@@ -181,6 +181,17 @@ async def authenticate(node: "Node", c: Connection, req: M.Auth) -> dict[str, An
             raise Unauthorized(ErrorCode.ACCOUNT_EXPIRED, "account expired")
         c.kind, c.member = "member", m
         servable = await node.accounts.servable_stores(m)
+        if req.app == "dashboard":  # watching only: presence and routing stay as the console set them
+            m.require("dashboard")
+            c.watch = True
+            chans = [k.ch_presence, k.ch_dash]
+            for ch in chans:
+                await hub.subscribe(c, ch)
+            c.channels = chans
+            hub.conns.add(c)
+            status = await node.r.hget(k.status, c.user) or "offline"
+            return {"kind": "member", "app": "dashboard", "seller": c.seller, "member": m.public(),
+                    "status": status, "stores": servable, "serving": [], "node": node.id}
         if req.stores is not None:
             bad = [s for s in req.stores if s not in servable]
             if bad:
@@ -213,6 +224,8 @@ async def _resume(node: "Node", c: Connection, cursors: dict[str, int]) -> None:
     """Set a cursor for every conversation this connection follows; replay what the client missed (R17)."""
     k = SellerKeys(c.seller)
     r = node.r
+    if c.watch:
+        return
     if c.kind == "member":
         raw = await r.zrangebylex(k.held, f"[{c.user}\0", f"[{c.user}\0\xff")
         convs = [e.split("\0", 1)[1] for e in raw] + list(await r.smembers(k.internals_of(c.user)))
@@ -260,7 +273,7 @@ async def _cleanup(node: "Node", c: Connection) -> None:
     node.hub.conns.discard(c)
     for ch in c.channels:
         await node.hub.unsubscribe(c, ch)
-    if c.kind:
+    if c.kind and not c.watch:
         try:
             await node.presence.disconnected(c)
         except Exception as e:

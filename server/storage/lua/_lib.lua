@@ -36,3 +36,19 @@ local function queue_info(chp, qkey, q)
   pub(chp .. 'dash', 'queue', {queue = q, length = redis.call('ZCARD', qkey),
                                 oldest = tonumber(head[2] or '0')})
 end
+
+-- sticky hash: buyer -> "member|ms,member|ms,..." most recent first (R12.2, R19 "chat history").
+local function sticky_list(v)
+  local out = {}
+  for m, ts in string.gmatch(v or '', '([^,|]+)|(%d+)') do table.insert(out, {m, tonumber(ts)}) end
+  return out
+end
+
+local function sticky_push(key, buyer, m, now)
+  local cur = sticky_list(redis.call('HGET', key, buyer))
+  local parts = {m .. '|' .. now}
+  for _, e in ipairs(cur) do
+    if e[1] ~= m and #parts < 5 then table.insert(parts, e[1] .. '|' .. e[2]) end
+  end
+  redis.call('HSET', key, buyer, table.concat(parts, ','))
+end

@@ -55,10 +55,12 @@ if not chosen and buyer then
   if h and named_ok(h, 'work_order') then chosen, reason = h, 'work_order' end
 end
 if not chosen and buyer then
-  local s = redis.call('HGET', KEYS[7], buyer)
-  if s then
-    local m, ts = string.match(s, '^(.*)|(%d+)$')
-    if m and now - tonumber(ts) <= window and named_ok(m, 'sticky') then chosen, reason = m, 'sticky' end
+  -- a new conversation: only the last member (R12.2); one coming back through the dispatcher
+  -- (transfer to a group, re-dispatch): the most recent earlier member who can take it (R19)
+  for i, e in ipairs(sticky_list(redis.call('HGET', KEYS[7], buyer))) do
+    if now - e[2] > window then break end
+    if e[1] ~= exclude and named_ok(e[1], 'sticky') then chosen, reason = e[1], 'sticky'; break end
+    if released == '' then break end
   end
 end
 if not chosen then
@@ -108,7 +110,7 @@ if chosen then
   local load = redis.call('HINCRBY', KEYS[5], chosen, 1)
   redis.call('HSET', KEYS[6], chosen, now)
   redis.call('ZADD', KEYS[8], 0, chosen .. '\0' .. conv)
-  if buyer then redis.call('HSET', KEYS[7], buyer, chosen .. '|' .. now) end
+  if buyer then sticky_push(KEYS[7], buyer, chosen, now) end
   local r = redis.call('ZRANK', KEYS[9], conv)
   if r then
     redis.call('ZREM', KEYS[9], conv)

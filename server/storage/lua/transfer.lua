@@ -29,7 +29,7 @@ redis.call('ZADD', KEYS[7], 0, to .. '\0' .. conv)
 redis.call('HINCRBY', KEYS[1], 'service_ms', tonumber(now) - num(c[5]))
 redis.call('HINCRBY', KEYS[1], 'transfers', 1)
 redis.call('HSET', KEYS[1], 'member', to, 'assigned_at', now, 'reason', 'transfer')
-redis.call('HSET', KEYS[11], c[3], to .. '|' .. now)
+sticky_push(KEYS[11], c[3], to, now)
 redis.call('HSET', KEYS[12], to, now)
 redis.call('RPUSH', KEYS[9], cjson.encode({from = from, to = to, reason = reason, ts = tonumber(now), kind = 'member'}))
 redis.call('XADD', KEYS[10], 'MAXLEN', '~', 100000, '*', 'conv', conv, 'member', to, 'reason', 'transfer',

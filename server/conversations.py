@@ -94,8 +94,13 @@ class Conversations:
         return h
 
     # ---- buyers --------------------------------------------------------------------------
-    async def open_for_buyer(self, c: "Connection", addressed: str = "") -> tuple[str, Outcome | None, bool]:
-        """The buyer's open conversation at its store, creating (and dispatching) one if needed."""
+    async def open_for_buyer(self, c: "Connection", addressed: str = "", first: tuple[str, str] | None = None
+                             ) -> tuple[str, Outcome | None, bool]:
+        """The buyer's open conversation at its store, creating (and dispatching) one if needed.
+
+        ``first`` = (cid, text): the buyer's first message, stored before the dispatch so the member
+        who gets the conversation always finds it (and cannot close it before it lands).
+        """
         k = SellerKeys(c.seller)
         r = self.node.r
         okey = k.open_conv(c.user, c.store)
@@ -118,6 +123,8 @@ class Conversations:
         await r.zadd(k.convs, {conv: now})
         self.node.metrics.conversations_opened += 1
         c.cursors.setdefault(conv, 0)
+        if first is not None:
+            await self.append(c, conv, first[0], first[1])
         out = await self.node.dispatcher.dispatch(c.seller, conv, q, addressed=addressed)
         return conv, out, True
 

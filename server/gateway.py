@@ -13,10 +13,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kefu.protocol import messages as M
 from kefu.protocol.codec import JSON, SUBPROTOCOLS, Codec
-from kefu.protocol.errors import BadRequest, CloseCode, ErrorCode, Forbidden, KefuError, Unauthorized
+from kefu.protocol.errors import BadRequest, CloseCode, Conflict, ErrorCode, Forbidden, KefuError, Unauthorized
 
 from .connection import Connection
 from .conversations import conv_view
+from .logs import conn_id, request_id
 from .storage.keys import SellerKeys
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ async def endpoint(ws: WebSocket) -> None:
             pass
 
     c = node.conn(codec, ws.send, close, node.new_conn_id())
+    conn_id.set(c.id)  # tags every log line of this connection
     node.metrics.connections += 1
     try:
         await _serve(node, ws, c)
@@ -137,6 +139,8 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
                     c.close(CloseCode.FLOOD, "too many bad frames")
                     return
                 raise
+            request_id.set("" if rid is None else str(rid)[:64])
+            log.debug("request %s", typ)  # the type only: never the data (tokens, message bodies)
             h = table.get(typ)
             if h is None:
                 raise Forbidden(ErrorCode.FORBIDDEN, f"{typ!r} is not for {c.kind}s")
@@ -291,14 +295,27 @@ async def _ping(node: "Node", c: Connection, req: M.Ping) -> Any:
 async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
     conv = req.conv
     out = None
-    if c.kind == "buyer":
-        if conv is None:
-            conv, out, created = await node.conversations.open_for_buyer(c, req.to or "")
-            if created and out is not None and out.result == "queued":
-                await _track_queue(node, c, conv, f"s:{c.store}")
+    if c.kind == "buyer" and conv is None:
+        for _ in range(3):  # the open conversation may close between the lookup and the append
+            conv, out, created = await node.conversations.open_for_buyer(c, req.to or "", (req.cid, req.text))
+            if created:
+                if out is not None and out.result == "queued":
+                    await _track_queue(node, c, conv, f"s:{c.store}")
+                seq, dup = await node.conversations.append(c, conv, req.cid, req.text)  # the stored one: dup
+                break
+            try:
+                seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
+                break
+            except Conflict as e:
+                if e.code != ErrorCode.CONV_CLOSED:
+                    raise
+        else:
+            raise Conflict(ErrorCode.CONFLICT, "conversation keeps closing; retry")
+        dup = dup and not created
     elif conv is None:
         raise BadRequest(ErrorCode.INVALID, "conv is required")
-    seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
+    else:
+        seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
     reply: dict[str, Any] = {"conv": conv, "seq": seq, "dup": dup}
     if out is not None:
         reply["dispatch"] = out.public() if c.kind == "member" else {"state": out.public()["state"],

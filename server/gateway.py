@@ -125,6 +125,7 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
         rid: Any = None
         try:
             if not c.allow():
+                rid = c.codec.peek_id(frame)
                 c.bad_frames += 1
                 if c.bad_frames > node.settings.max_bad_frames:
                     c.close(CloseCode.FLOOD, "flood")

@@ -93,6 +93,16 @@ class SellerKeys:
     def wo_hist(self, w: str) -> str: return f"{self.b}:wo:{w}:hist"
     @property
     def wo_all(self) -> str: return f"{self.b}:wo:all"            # zset wo -> created ms
+    # lists and counts (R23): every index below scores a work order by its number, for paging
+    @property
+    def wo_ids(self) -> str: return f"{self.b}:woi:all"           # zset wo -> number: every work order
+    def wo_created(self, m: str) -> str: return f"{self.b}:woi:c:{m}"   # zset: created by member m
+    def wo_box(self, h: str) -> str: return f"{self.b}:woi:h:{h}"       # zset: handler h ("m:x" | "g:y")
+    def wo_todo(self, h: str) -> str: return f"{self.b}:woi:t:{h}"      # zset: h's open/in_progress ones
+    def wo_buyer(self, b: str) -> str: return f"{self.b}:woi:b:{b}"     # zset: the buyer's work orders
+    def wo_buyer_open(self, b: str) -> str: return f"{self.b}:woi:bo:{b}"  # hash wo -> "member|ms" (routing)
+    @property
+    def wo_types(self) -> str: return f"{self.b}:wotypes"         # list: the seller's work-order types
 
     # metrics (R26)
     @property

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import secrets
@@ -20,6 +21,7 @@ from . import gateway
 from .accounts import Member
 from .auth import otp_ok
 from .dashboard import snapshot
+from .logs import RequestIdMiddleware
 from .node import Node
 from .settings import Settings
 from .storage.keys import SellerKeys
@@ -312,11 +314,12 @@ async def metrics(req: Request) -> Response:
     tok = node.settings.metrics_token
     client = req.client.host if req.client else ""
     if tok:
-        if req.headers.get("authorization", "") != f"Bearer {tok}":
+        if not hmac.compare_digest(req.headers.get("authorization", "").encode(), f"Bearer {tok}".encode()):
             return PlainTextResponse("forbidden", status_code=403)
     elif client not in ("127.0.0.1", "::1", "localhost", "testclient"):
         return PlainTextResponse("forbidden", status_code=403)
-    return PlainTextResponse(node.metrics.render(node.id), media_type="text/plain; version=0.0.4")
+    from .metrics import CONTENT_TYPE
+    return Response(await node.metrics.scrape(node), media_type=CONTENT_TYPE)
 
 
 def web_dir() -> Path:
@@ -359,5 +362,6 @@ def create_app(settings: Settings, redis_url: str) -> Starlette:
         routes.append(Route("/", lambda r: RedirectResponse("/web/console/")))
         routes.append(Mount("/web", StaticFiles(directory=str(web), html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)  # X-Request-Id, echoed and in every log line
     app.state.node = node
     return app

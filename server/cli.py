@@ -4,12 +4,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
 import click
 
 from .settings import Settings
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class KefuServer(uvicorn.Server):
+        """Close our sockets with 1001 (going away: reconnect and resume) before uvicorn's own 1012."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            from .node import NODES
+            for node in NODES:
+                await node.close_all(1001, "server shutting down")
+            await super().shutdown(sockets)
+    return KefuServer
+
+
+def KefuServer(config: Any) -> Any:
+    return _server_class()(config)
 
 
 def app_from_env() -> Any:
@@ -61,13 +80,22 @@ def serve(**opts: Any) -> None:
         env = s.to_env()
         env["KEFU_REDIS"] = url
         os.environ.update(env)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that
+        # was there before; a no-op one lets us stop the embedded Redis and exit 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         click.echo(f"kefu on http://{s.host}:{s.port}/  (console /web/console/, dashboard /web/dashboard/, "
                    f"buyer chat /web/chat/)")
-        uvicorn.run("kefu.server.cli:app_from_env", factory=True, host=s.host, port=s.port,
-                    workers=s.workers if s.workers > 1 else None, ws="websockets-sansio",
-                    ws_per_message_deflate=False, ws_max_size=64 * 1024, ws_ping_interval=20,
-                    ws_ping_timeout=20, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                    lifespan="on")
+        config = uvicorn.Config("kefu.server.cli:app_from_env", factory=True, host=s.host, port=s.port,
+                                workers=s.workers, ws="websockets-sansio", ws_per_message_deflate=False,
+                                ws_max_size=64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
+                                log_level="warning", access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+        server = KefuServer(config)
+        if s.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+            Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
     finally:
         if embedded:
             embedded.stop()

@@ -40,7 +40,7 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "watch", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "_room", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
@@ -66,6 +66,7 @@ class Connection:
         self.last_refill = time.monotonic()
         self.bad_frames = 0
         self.watch = False             # a dashboard-only connection: no presence, no chats
+        self._room: asyncio.Event | None = None  # set by the flusher when the queue has room again
 
     # ---- outbound -------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:
@@ -73,9 +74,11 @@ class Connection:
             return
         if len(self._q) >= self.node.settings.send_queue:
             self.node.metrics.slow_consumers += 1
+            self.node.metrics.dropped_frames += len(self._q) + 1
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
             return
         self._q.append(frame)
+        self.node.metrics.frames_out += 1
         if not self._flushing:
             self._flushing = True
             spawn(self._flush())
@@ -86,10 +89,28 @@ class Connection:
             while self._q and not self.closed:
                 f = self._q.popleft()
                 await self._send({"type": "websocket.send", key: f.decode() if key == "text" else f})
-        except Exception:
+                if self._room is not None and len(self._q) <= self.node.settings.send_queue // 4:
+                    self._room.set()
+        except Exception as e:
+            log.debug("send failed on %s: %r", self.id, e)
             self.closed = True
         finally:
             self._flushing = False
+            if self._room is not None:
+                self._room.set()
+
+    async def room(self, timeout: float = 30) -> None:
+        """Backpressure for bulk replays: wait until the outbound queue is half empty."""
+        limit = self.node.settings.send_queue // 2
+        while len(self._q) >= limit and not self.closed:
+            self._room = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._room.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.node.metrics.slow_consumers += 1
+                self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+            finally:
+                self._room = None
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -162,6 +183,9 @@ class Connection:
                 cur = self.cursors.get(conv, 0)
                 msgs = await self.node.conversations.read_after(self.seller, conv, cur, 500)
                 for m in msgs:
+                    await self.room()
+                    if self.closed:
+                        return
                     if m["seq"] > self.cursors.get(conv, 0):
                         self.cursors[conv] = m["seq"]
                         if not (self.kind == "buyer" and m["kind"] == "note"):

@@ -37,4 +37,6 @@ async def snapshot(node: "Node", seller: str) -> dict[str, Any]:
     counts: dict[str, int] = {"online": 0, "idle": 0, "offline": 0}
     for m in members:
         counts[m["status"]] = counts.get(m["status"], 0) + 1
-    return {"seller": seller, "members": members, "queues": queues, "counts": counts, "ts": now}
+    from .stats import live_groups  # R26 live: per group, members per status, load, queues served
+    return {"seller": seller, "members": members, "queues": queues, "counts": counts, "ts": now,
+            "groups": await live_groups(node, seller, members, queues)}

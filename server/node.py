@@ -36,6 +36,9 @@ def redis_client(url: str, decode: bool, max_connections: int = 64) -> Redis:
     return Redis(connection_pool=pool)
 
 
+NODES: list["Node"] = []  # the nodes of this process (one), for the server's shutdown hook
+
+
 class Node:
     def __init__(self, settings: Settings, redis_url: str) -> None:
         self.settings = settings
@@ -43,8 +46,8 @@ class Node:
         self.redis_url = redis_url
         self.r = redis_client(redis_url, decode=True)
         self.rb = redis_client(redis_url, decode=False, max_connections=8)
-        self.scripts = Scripts(self.r)
         self.metrics = Metrics()
+        self.scripts = Scripts(self.r, self.metrics.redis_call)
         self.passwords = Passwords(settings.argon2_time, settings.argon2_memory)
         self.accounts = Accounts(self.r, self.passwords)
         self.hub = Hub(self.rb, f"kefu:node:{self.id}:ch")
@@ -55,8 +58,11 @@ class Node:
         self._tick: asyncio.Task[None] | None = None
         self.ready = False
         self.clock_offset_ms = 0
+        self.frozen_ms: int | None = None  # tests only (settings.test_clock): a stopped clock
 
     def now_ms(self) -> int:
+        if self.frozen_ms is not None:
+            return self.frozen_ms
         return int(time.time() * 1000) + self.clock_offset_ms
 
     def pack_event(self, typ: str, data: Any) -> bytes:
@@ -74,6 +80,7 @@ class Node:
         await self.presence.tick()
         self._tick = asyncio.create_task(self._ticker(), name="node-tick")
         self.ready = True
+        NODES.append(self)
         log.info("node %s up on %s", self.id, self.redis_url)
 
     def _resync(self) -> None:
@@ -105,9 +112,9 @@ class Node:
                 await self._tick
             except (asyncio.CancelledError, Exception):
                 pass
-        for c in tuple(self.hub.conns):
-            c.close(1001, "server shutting down")
-        await asyncio.sleep(0)
+        await self.close_all(1001, "server shutting down")
+        if self in NODES:
+            NODES.remove(self)
         await self.hub.stop()
         try:
             await self.r.zrem(K.NODES, self.id)
@@ -115,6 +122,17 @@ class Node:
             pass
         await self.r.aclose()
         await self.rb.aclose()
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every socket of this node and give the close frames a moment to leave."""
+        conns = tuple(self.hub.conns)
+        for c in conns:
+            c.close(code, reason)
+        if conns:
+            from .connection import _tasks
+            pending = [t for t in _tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=2)
 
     def new_conn_id(self) -> str:
         return secrets.token_hex(6)

@@ -53,7 +53,9 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """For worker processes: pass the resolved settings on."""
-        return {"KEFU_" + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        # node_id is left out: every worker process is a node of its own
+        return {"KEFU_" + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name != "node_id"}
 
 
 def _parse(typ: Any, raw: str) -> Any:

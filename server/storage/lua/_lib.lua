@@ -11,12 +11,24 @@ end
 
 local function num(v) return tonumber(v or '0') or 0 end
 
+-- The first n bytes of s, cut on a UTF-8 character boundary (never half a character).
+local function utf8_prefix(s, n)
+  if #s <= n then return s end
+  local i = n
+  while i > 0 do
+    local b = string.byte(s, i + 1)
+    if b < 128 or b >= 192 then break end
+    i = i - 1
+  end
+  return string.sub(s, 1, i)
+end
+
 -- Append one message to a conversation's stream (R17: stored before it is published).
 -- Returns the new seq. Stream ids are "<seq>-0" so seq order is stream order.
 local function append_msg(convkey, logkey, kind, from, name, text, now, cid)
   local seq = redis.call('HINCRBY', convkey, 'seq', 1)
   redis.call('XADD', logkey, seq .. '-0', 'k', kind, 'f', from, 'n', name, 't', text, 'ts', now, 'c', cid)
-  redis.call('HSET', convkey, 'last_ts', now, 'last_text', string.sub(text, 1, 120), 'last_kind', kind)
+  redis.call('HSET', convkey, 'last_ts', now, 'last_text', utf8_prefix(text, 120), 'last_kind', kind)
   return seq
 end
 

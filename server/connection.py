@@ -12,6 +12,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from redis.exceptions import RedisError
+
 from kefu.protocol.codec import Codec
 from kefu.protocol.errors import CloseCode
 
@@ -40,7 +42,7 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "watch", "_room", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
@@ -67,6 +69,7 @@ class Connection:
         self.bad_frames = 0
         self.watch = False             # a dashboard-only connection: no presence, no chats
         self._room: asyncio.Event | None = None  # set by the flusher when the queue has room again
+        self._pre: list[dict[str, Any]] | None = []  # messages that arrive before the resume cursors are set
 
     # ---- outbound -------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:
@@ -152,7 +155,16 @@ class Connection:
             frame = cache[self.codec.name] = self.codec.event(typ, d)
         self.push(frame)
 
+    def resumed(self) -> None:
+        """The cursors are set: handle what arrived meanwhile, in order."""
+        pre, self._pre = self._pre, None
+        for d in pre or ():
+            self._on_msg(d, None)
+
     def _on_msg(self, d: dict[str, Any], cache: dict[str, bytes] | None) -> None:
+        if self._pre is not None:
+            self._pre.append(d)
+            return
         conv, seq = d["conv"], d["seq"]
         pending = self._filling.get(conv)
         if pending is not None:
@@ -181,7 +193,7 @@ class Connection:
         try:
             while True:
                 cur = self.cursors.get(conv, 0)
-                msgs = await self.node.conversations.read_after(self.seller, conv, cur, 500)
+                msgs = await self._read_after(conv, cur)
                 for m in msgs:
                     await self.room()
                     if self.closed:
@@ -197,6 +209,16 @@ class Connection:
         finally:
             for d in self._filling.pop(conv, []):
                 self._on_msg(d, None)
+
+    async def _read_after(self, conv: str, cur: int) -> list[dict[str, Any]]:
+        for attempt in range(5):  # the stream is the truth: keep trying through a Redis blip
+            try:
+                return await self.node.conversations.read_after(self.seller, conv, cur, 500)
+            except (ConnectionError, OSError, RedisError):
+                if attempt == 4 or self.closed:
+                    raise
+                await asyncio.sleep(0.1 * 2 ** attempt)  # back-off before a retry
+        return []
 
     def resync(self) -> None:
         """After a pub/sub outage: fetch everything after each cursor."""

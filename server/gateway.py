@@ -111,7 +111,10 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
         await ws.close(CloseCode.AUTH_FAILED, e.code.value)
         return
     c.push(c.codec.ok(rid, data))
-    await _resume(node, c, req.cursors)
+    try:
+        await _resume(node, c, req.cursors)
+    finally:
+        c.resumed()
     table = MEMBER if c.kind == "member" else BUYER
     # 2. the request loop
     while True:

@@ -32,6 +32,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self.on_reconnect: list[Any] = []
         self.on_node_event: Any = None
+        self._awaiting: set[bytes] | None = None  # after a reconnect: confirmations still to come
         self.received = 0
         self.delivered = 0
 
@@ -93,6 +94,13 @@ class Hub:
                         fut = self._pending.pop(m["channel"], None)
                         if fut is not None and not fut.done():
                             fut.set_result(None)
+                        if self._awaiting is not None:
+                            self._awaiting.discard(m["channel"])
+                            if not self._awaiting:
+                                # subscribed again everywhere: now read back what was published meanwhile
+                                self._awaiting = None
+                                for cb in self.on_reconnect:
+                                    cb()
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
@@ -104,8 +112,6 @@ class Hub:
                 except Exception as e2:  # Redis still down: loop and retry
                     log.warning("resubscribe failed: %s", e2)
                     continue
-                for cb in self.on_reconnect:
-                    cb()
 
     async def _resubscribe(self) -> None:
         try:
@@ -114,6 +120,7 @@ class Hub:
             pass
         self._ps = self.r.pubsub()
         chans = [self._node_channel, *self.subs.keys()]
+        self._awaiting = set(chans)
         await self._ps.subscribe(*chans)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:

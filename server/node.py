@@ -13,6 +13,9 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from .accounts import Accounts
 from .auth import Passwords, Tokens
@@ -31,8 +34,11 @@ _pack = msgspec.msgpack.Encoder().encode
 
 
 def redis_client(url: str, decode: bool, max_connections: int = 64) -> Redis:
+    # Retry on a dropped connection (a Redis restart): every write is idempotent or refused on replay.
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 6)
     pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10,
-                                           decode_responses=decode, health_check_interval=30)
+                                           decode_responses=decode, health_check_interval=30, retry=retry,
+                                           retry_on_error=[RedisConnectionError, RedisTimeoutError])
     return Redis(connection_pool=pool)
 
 

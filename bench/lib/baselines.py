@@ -1,9 +1,9 @@
-"""Start the baseline servers of bench/baselines/ and pair each with its load-generator adapter.
+"""Start the baseline servers of bench/baselines/ and pair each with its load-generator adapter::
 
-    with Procs() as ps:
-        redis = ps.redis()
-        srv = baselines.start(ps, "bare-relay", redis.url, workers=1)
-        loadgen.run_load(baselines.ADAPTER["bare-relay"], srv.url, rate=2000, duration=5)
+with Procs() as ps:
+    redis = ps.redis()
+    srv = baselines.start(ps, "bare-relay", redis.url, workers=1)
+    loadgen.run_load(baselines.ADAPTER["bare-relay"], srv.url, rate=2000, duration=5)
 """
 
 from __future__ import annotations
@@ -41,17 +41,33 @@ def start(ps: Procs, name: str, redis_url: str = "", *, workers: int = 1, port: 
     matching adapter in ADAPTER connects to."""
     port = port or free_port()
     if name == "bare-relay":
-        argv = [sys.executable, str(BASELINES / "bare_relay.py"), "--port", str(port),
-                "--redis", redis_url, "--workers", str(workers)]
+        argv = [
+            sys.executable,
+            str(BASELINES / "bare_relay.py"),
+            "--port",
+            str(port),
+            "--redis",
+            redis_url,
+            "--workers",
+            str(workers),
+        ]
         url = f"ws://127.0.0.1:{port}/ws"
     elif name == "socket.io":
         ensure_socketio_deps()
         node = shutil.which("node") or "node"
-        argv = [node, str(SOCKETIO_DIR / "server.js"), "--port", str(port), "--redis", redis_url,
-                "--workers", str(workers)]
+        argv = [
+            node,
+            str(SOCKETIO_DIR / "server.js"),
+            "--port",
+            str(port),
+            "--redis",
+            redis_url,
+            "--workers",
+            str(workers),
+        ]
         url = f"ws://127.0.0.1:{port}/socket.io/"
     elif name == "bare-ws":
-        argv = [sys.executable, str(BASELINES / "bare_ws.py"), "--port", str(port)]
+        argv = [sys.executable, str(BASELINES / "bare_ws.py"), "--port", str(port), "--workers", str(workers)]
         url = f"ws://127.0.0.1:{port}/"
     else:
         raise ValueError(f"unknown baseline {name!r}; one of {sorted(ADAPTER)}")

@@ -59,8 +59,17 @@ def _noop(frm: str, seq: int, ts: float) -> None:
     pass
 
 
-async def _hold(adapter_cls: type[Adapter[Any]], url: str, users: list[str], options: dict[str, Any],
-                concurrency: int, timeout: float, release: Any, hold_s: float, out: Any) -> None:
+async def _hold(
+    adapter_cls: type[Adapter[Any]],
+    url: str,
+    users: list[str],
+    options: dict[str, Any],
+    concurrency: int,
+    timeout: float,
+    release: Any,
+    hold_s: float,
+    out: Any,
+) -> None:
     adapter = adapter_cls(url, _noop, **options)
     sem = asyncio.Semaphore(concurrency)
     errors: list[str] = []
@@ -80,16 +89,31 @@ async def _hold(adapter_cls: type[Adapter[Any]], url: str, users: list[str], opt
     for t in pending:
         t.cancel()
     conns = [t.result() for t in done if not t.cancelled() and t.exception() is None and t.result() is not None]
-    out.put({"connected": len(conns), "failed": len(users) - len(conns),
-             "connect_s": time.perf_counter() - t0, "errors": errors})
+    out.put(
+        {
+            "connected": len(conns),
+            "failed": len(users) - len(conns),
+            "connect_s": time.perf_counter() - t0,
+            "errors": errors,
+        }
+    )
     # Hold until the parent has measured the server (bounded: never hang forever).
     await asyncio.to_thread(release.wait, hold_s)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*(adapter.close(c) for c in conns), return_exceptions=True), 30)
 
 
-def _client_main(adapter_cls: type[Adapter[Any]], url: str, users: list[str], options: dict[str, Any],
-                 concurrency: int, timeout: float, release: Any, hold_s: float, out: Any) -> None:
+def _client_main(
+    adapter_cls: type[Adapter[Any]],
+    url: str,
+    users: list[str],
+    options: dict[str, Any],
+    concurrency: int,
+    timeout: float,
+    release: Any,
+    hold_s: float,
+    out: Any,
+) -> None:
     raise_nofile(len(users) + 256)
     try:
         import uvloop
@@ -143,8 +167,9 @@ def open_idle(
 ) -> IdleResult:
     """Open `n` idle connections to `url`, measure `server`'s RSS before and after, close them."""
     procs = max(1, math.ceil(n / per_proc))
-    if local_addrs is None:
-        local_addrs = [f"127.0.0.{1 + i}" for i in range(math.ceil(n / PORTS_PER_SOURCE))] if n > PORTS_PER_SOURCE else []
+    if local_addrs is None:  # one source IP per PORTS_PER_SOURCE connections
+        sources = math.ceil(n / PORTS_PER_SOURCE)
+        local_addrs = [f"127.0.0.{1 + i}" for i in range(sources)] if sources > 1 else []
     options = {**(adapter_options or {}), "local_addrs": list(local_addrs)}
     ctx = mp.get_context("spawn")
     release = ctx.Event()
@@ -154,9 +179,22 @@ def open_idle(
     rss_before = settle_rss(server)
     hold_s = connect_timeout + 120
     clients = [
-        ctx.Process(target=_client_main, daemon=True, name=f"idle-{w}",
-                    args=(adapter, url, users[w::procs], options, max(1, connect_concurrency // procs),
-                          connect_timeout, release, hold_s, out))
+        ctx.Process(
+            target=_client_main,
+            daemon=True,
+            name=f"idle-{w}",
+            args=(
+                adapter,
+                url,
+                users[w::procs],
+                options,
+                max(1, connect_concurrency // procs),
+                connect_timeout,
+                release,
+                hold_s,
+                out,
+            ),
+        )
         for w in range(procs)
     ]
     reports: list[dict[str, Any]] = []

@@ -16,21 +16,45 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/bench, for `lib`
 
 from lib import baselines, idle, loadgen  # noqa: E402
-from lib.procs import CpuMeter, Proc, Procs  # noqa: E402
+from lib.procs import CpuMeter, Proc, Procs, wait_quiet  # noqa: E402
 
 RELAYS = ["bare-relay", "socket.io"]
-MAX_RATE_STEPS = [2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000, 18_000, 20_000, 24_000, 28_000]
+MAX_RATE_STEPS = [
+    2_000,
+    4_000,
+    6_000,
+    8_000,
+    10_000,
+    12_000,
+    14_000,
+    16_000,
+    20_000,
+    24_000,
+    28_000,
+    32_000,
+    36_000,
+    40_000,
+]
 
 
 def measured_run(name: str, srv: Proc, redis: Proc, rate: float, a: argparse.Namespace) -> loadgen.LoadResult:
     """One load run; CPU of server and Redis is metered over the sending+drain phase only."""
     meter = CpuMeter({"server": srv, "redis": redis})
     r = loadgen.run_load(
-        baselines.ADAPTER[name], srv.url, rate=rate, duration=a.duration, pairs=a.pairs, procs=a.procs,
-        on_start=meter.__enter__, on_stop=lambda: meter.__exit__(None, None, None),
+        baselines.ADAPTER[name],
+        srv.url,
+        rate=rate,
+        duration=a.duration,
+        pairs=a.pairs,
+        procs=a.procs,
+        on_start=meter.begin,
+        on_stop=meter.end,
     )
     cpu = meter.utilisation()
+    machine = cpu.pop("machine", 0.0)
     cpu["loadgen"] = sum(r.gen_cpu_s) / meter.wall if meter.wall else 0.0
+    # Busy CPU on the machine not used by this benchmark: > ~0.2 core means the run is suspect.
+    cpu["other"] = max(0.0, machine - sum(cpu.values()))
     r.extra["cpu"] = cpu
     r.extra["server_rss_mib"] = srv.rss() / 2**20
     return r
@@ -49,15 +73,21 @@ def main() -> int:
     p.add_argument("--idle", type=int, default=1000, help="idle connections per baseline (0: skip)")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--find-max", action="store_true", help="step the rate up until a relay falls behind")
-    p.add_argument("--budget", type=float, default=75, help="seconds per relay for --find-max")
+    p.add_argument("--budget", type=float, default=90, help="seconds per relay for --find-max")
+    p.add_argument("--from-rate", type=float, default=0, help="first --find-max step (msg/s)")
+    p.add_argument("--relays", nargs="+", default=RELAYS, choices=RELAYS, help="relay baselines to run")
     p.add_argument("--json", type=Path, help="also write all figures here")
+    p.add_argument("--wait-quiet", type=float, default=120, help="wait up to N s for an idle machine (0: don't)")
     a = p.parse_args()
     report: dict[str, Any] = {"relay": {}, "idle": {}, "max_rate": {}}
     t_all = time.monotonic()
+    if a.wait_quiet:
+        busy = wait_quiet(timeout=a.wait_quiet)
+        print(f"machine busy before start: {busy:.2f} cores" + (" (not quiet: figures suspect)" if busy > 0.25 else ""))
 
     with Procs() as ps:
         redis = ps.redis()
-        for name in RELAYS:
+        for name in a.relays:
             srv = baselines.start(ps, name, redis.url, workers=a.workers)
             # Warm-up (imports, JIT, pools) outside the measured run.
             loadgen.run_load(baselines.ADAPTER[name], srv.url, rate=a.rate, duration=1, pairs=a.pairs, procs=a.procs)
@@ -68,12 +98,17 @@ def main() -> int:
                 print(f"[max] {name}: {a.duration:.0f}s steps, stop when delivered < 95% of target or p99 > 200 ms")
 
                 def run(rate: float, name: str = name, srv: Proc = srv) -> loadgen.LoadResult:
-                    res = measured_run(name, srv, redis, rate, a)
-                    print(f"       {fmt_cpu(res)}", flush=True)
-                    return res
+                    if a.wait_quiet:
+                        wait_quiet(timeout=min(10, a.wait_quiet))  # someone else's tests skew a step
+                    return measured_run(name, srv, redis, rate, a)
 
-                best, steps = loadgen.find_max_rate(run, MAX_RATE_STEPS, budget_s=a.budget,
-                                                    log=lambda s: print(s, flush=True))
+                best, steps = loadgen.find_max_rate(
+                    run,
+                    [x for x in MAX_RATE_STEPS if x >= a.from_rate],
+                    budget_s=a.budget,
+                    log=lambda s: print(s, flush=True),
+                    describe=lambda r: f"{r.summary()}\n       {fmt_cpu(r)}",
+                )
                 print(f"[max] {name}: max sustained ≈ {best:,.0f} msg/s", flush=True)
                 report["max_rate"][name] = {"best": best, "steps": [s.as_dict() for s in steps]}
             srv.stop()

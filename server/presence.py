@@ -29,6 +29,7 @@ class Presence:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._registered = False
 
     # ---- connections ----------------------------------------------------------------------
     async def member_connected(self, c: "Connection", status: str | None) -> str:
@@ -134,7 +135,12 @@ class Presence:
         """Heartbeat, reap dead nodes, and run overdue deadlines (e.g. those of a dead node)."""
         n = self.node
         now = n.now_ms()
-        await n.r.zadd(K.NODES, {n.id: now})
+        if await n.r.zadd(K.NODES, {n.id: now}) and self._registered:
+            # we were silent long enough for another node to reap us (a long pause): put our live
+            # connections back, so nobody is offline while connected
+            log.warning("node %s was reaped while alive: re-registering its connections", n.id)
+            await self.reregister()
+        self._registered = True
         stale = await n.r.zrangebyscore(K.NODES, "-inf", now - int(5 * n.settings.heartbeat * 1000))
         for dead in stale:
             if dead == n.id:
@@ -151,6 +157,15 @@ class Presence:
         for entry in await n.r.zrangebyscore(K.DUE, "-inf", now, start=0, num=200):
             if entry not in self._timers:
                 spawn(self.expire(entry))
+
+    async def reregister(self) -> None:
+        for c in tuple(self.node.hub.conns):
+            if c.closed or c.watch or not c.kind:
+                continue
+            if c.kind == "member":
+                await self.member_connected(c, None)
+            else:
+                await self.buyer_connected(c)
 
     def validate_status(self, status: str) -> str:
         if status not in ("online", "idle"):

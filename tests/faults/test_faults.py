@@ -140,3 +140,22 @@ async def test_slow_consumer_is_closed_and_resumes_without_loss(spawn, make):
     seqs = [m["seq"] for m in buyer.messages[conv]]
     assert seqs == list(range(1, len(seqs) + 1)) and buyer.duplicates == 0
     await alice.close(); await buyer.close()
+
+
+async def test_a_paused_node_that_was_reaped_puts_its_members_back(make, spawn):  # R10
+    paused = spawn()
+    shop = await make(members={"alice": {"groups": ["pre"]}, "bob": {"groups": ["pre"]}})
+    alice = await Client.login(paused.base, shop.login("alice"), PASSWORD)
+    bob = await Client.login(shop.base, shop.login("bob"), PASSWORD)
+    os.kill(paused.proc.pid, signal.SIGSTOP)  # a long GC pause / a frozen VM: no heartbeat
+    try:
+        ev = await bob.next_event("presence", pred=lambda d: d["member"] == "alice" and d["status"] == "offline",
+                                  timeout=20)
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+    # alive again: alice is still connected, so she is online again — and reachable
+    ev = await bob.next_event("presence", pred=lambda d: d["member"] == "alice" and d["status"] == "online",
+                              timeout=20)
+    assert ev
+    await alice.request("ping")
+    await alice.close(); await bob.close()

@@ -155,6 +155,11 @@ class Connection:
             frame = cache[self.codec.name] = self.codec.event(typ, d)
         self.push(frame)
 
+    def first_pending(self, conv: str) -> int | None:
+        """The lowest seq of ``conv`` that arrived live before the resume cursors were set."""
+        seqs = [d["seq"] for d in self._pre or () if d["conv"] == conv]
+        return min(seqs) if seqs else None
+
     def resumed(self) -> None:
         """The cursors are set: handle what arrived meanwhile, in order."""
         pre, self._pre = self._pre, None

@@ -251,7 +251,11 @@ async def _resume(node: "Node", c: Connection, cursors: dict[str, int]) -> None:
             continue
         seq = int(h.get("seq") or 0)
         cur = cursors.get(conv)
-        if cur is None or cur >= seq:
+        if cur is None:
+            # "from now" = from the subscription: what was published since then is delivered live
+            first = c.first_pending(conv)
+            c.cursors.setdefault(conv, seq if first is None else min(seq, first - 1))
+        elif cur >= seq:
             c.cursors.setdefault(conv, seq)
         else:
             c.cursors[conv] = cur

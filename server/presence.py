@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("kefu.presence")
+DEAD_AFTER = 10  # heartbeats missed before a node counts as dead (a busy event loop must not look dead)
 
 
 class Presence:
@@ -141,7 +142,7 @@ class Presence:
             log.warning("node %s was reaped while alive: re-registering its connections", n.id)
             await self.reregister()
         self._registered = True
-        stale = await n.r.zrangebyscore(K.NODES, "-inf", now - int(5 * n.settings.heartbeat * 1000))
+        stale = await n.r.zrangebyscore(K.NODES, "-inf", now - int(DEAD_AFTER * n.settings.heartbeat * 1000))
         for dead in stale:
             if dead == n.id:
                 continue

@@ -21,7 +21,7 @@ class Settings:
     fsync: str = "everysec"           # embedded Redis appendfsync: everysec | always
     grace: float = 5.0                # seconds without any connection before a member is offline (R10)
     buyer_grace: float = 30.0         # seconds before a disconnected queued buyer leaves the queue
-    heartbeat: float = 1.0            # node heartbeat period; a node silent for 5 periods is reaped
+    heartbeat: float = 1.0            # node heartbeat period; a node silent for 10 periods is reaped
     sticky_window: float = 3 * 86400  # R12.2 default, per seller overridable
     token_ttl: float = 12 * 3600
     buyer_token_ttl: float = 30 * 86400

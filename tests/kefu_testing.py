@@ -85,7 +85,7 @@ class RedisProc:
         return redis.Redis(port=self.port, decode_responses=True)
 
 
-TEST_ENV = {"KEFU_GRACE": "1.0", "KEFU_BUYER_GRACE": "1.0", "KEFU_HEARTBEAT": "0.2", "KEFU_LOG_LEVEL": "info",
+TEST_ENV = {"KEFU_GRACE": "1.0", "KEFU_BUYER_GRACE": "1.0", "KEFU_HEARTBEAT": "0.3", "KEFU_LOG_LEVEL": "info",
             "KEFU_ARGON2_TIME": "1", "KEFU_ARGON2_MEMORY": "8192", "KEFU_SECRET": "test-secret-" + "x" * 32}
 
 

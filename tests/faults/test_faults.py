@@ -81,6 +81,13 @@ async def test_embedded_server_restart_keeps_history_and_leaves_no_orphan(tmp_pa
     data = str(tmp_path / "data")
     # a grace period longer than the restart: alice keeps her chat through it (R10)
     node = ServerProc(data_dir=data, extra=["--demo"], grace=60).start()
+    try:
+        await _embedded_scenario(node, data)
+    finally:
+        node.stop()
+
+
+async def _embedded_scenario(node: ServerProc, data: str) -> None:
     alice = await Client.login(node.base, "demo:alice", "demo1234")
     buyer = await Client.buyer(node.base, "demo", "flagship")
     conv = (await buyer.send("remember me"))["conv"]
@@ -89,18 +96,17 @@ async def test_embedded_server_restart_keeps_history_and_leaves_no_orphan(tmp_pa
     assert node.stop(signal.SIGTERM) == 0
     assert (await alice.next_event("closed"))["code"] == 1001  # going away: reconnect elsewhere
     assert redis_children(data) == []  # the embedded Redis stopped with it
-    node = ServerProc(data_dir=data, port=node.port, grace=60).start()
+    node.proc = ServerProc(data_dir=data, port=node.port, grace=60).start().proc
     await alice.connect()
     h = await alice.request("history", conv=conv)
     assert [m["text"] for m in h["messages"]] == ["remember me"]
     # SIGKILL: the embedded Redis dies with its parent, and the next start copes
     node.kill()
     await eventually(lambda: redis_children(data) == [], 10, "the embedded redis to exit")
-    node = ServerProc(data_dir=data, port=node.port, grace=60).start()
+    node.proc = ServerProc(data_dir=data, port=node.port, grace=60).start().proc
     await buyer.connect()
     assert (await buyer.request("conv.get", conv=conv))["conv"] == conv
     await buyer.close()
-    node.stop()
 
 
 async def test_kefu_seller_create_command(tmp_path):

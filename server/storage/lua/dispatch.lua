@@ -24,6 +24,8 @@ if ARGV[6] ~= '' then
   redis.call('ZREM', KEYS[8], holder .. '\0' .. conv)
   redis.call('HSET', KEYS[1], 'state', 'queued', 'member', '', 'queue', q)
   pub(chp .. 'm:' .. holder, 'conv.removed', {conv = conv, reason = ARGV[7]})
+  redis.call('XADD', KEYS[12], 'MAXLEN', '~', 100000, '*', 'conv', conv, 'member', holder,
+             'reason', 'release:' .. ARGV[7], 'load', l, 'cap', num(redis.call('HGET', KEYS[4], holder)), 'ts', now)
   pub(chp .. 'dash', 'load', {member = holder, load = l, cap = num(redis.call('HGET', KEYS[4], holder))})
   released, state = holder, 'queued'
 elseif state ~= 'queued' then

@@ -324,7 +324,7 @@ async def _assignments(node: "Node", seller: str, convs: set[str], since: int) -
     while True:
         page = cast(list[tuple[str, dict[str, str]]], await node.r.xrevrange(key, hi, "-", count=1000))
         for sid, f in page:
-            if f.get("conv") in convs:
+            if f.get("conv") in convs and not f.get("reason", "").startswith("release:"):
                 out.setdefault(f["conv"], []).append(
                     Assign(int(f.get("ts") or 0), f.get("member", ""), f.get("reason", ""), f.get("from", "")))
         if len(page) < 1000 or int(page[-1][1].get("ts") or 0) < since - SKEW_MS:

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from kefu.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
+from kefu.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound, Unauthorized
 
 from .auth import Passwords, new_otp_secret
 from .storage import keys as K
@@ -167,6 +167,20 @@ class Accounts:
         if not h:
             raise NotFound(ErrorCode.NOT_FOUND, f"no member {mid!r}")
         return _member_from(seller, mid, h)
+
+    async def for_token(self, ident: Any, now_ms: float) -> Member:
+        """The member a token names, if that token still stands (R1: disabled/expired/revoked)."""
+        try:
+            m = await self.get(ident.seller, ident.user)
+        except (NotFound, BadRequest):
+            raise Unauthorized(ErrorCode.UNAUTHORIZED, "unknown account") from None
+        if m.version != ident.version:
+            raise Unauthorized(ErrorCode.TOKEN_EXPIRED, "token revoked: log in again")
+        if m.disabled:
+            raise Unauthorized(ErrorCode.ACCOUNT_DISABLED, "account disabled")
+        if m.expired(now_ms):
+            raise Unauthorized(ErrorCode.ACCOUNT_EXPIRED, "account expired")
+        return m
 
     async def find_login(self, login: str) -> tuple[str, str]:
         """``acme`` -> (acme, acme) main account; ``acme:bob`` -> (acme, bob)."""

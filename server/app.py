@@ -72,16 +72,7 @@ async def caller(req: Request, perm: str | None = None) -> Member:
     ident = node.tokens.decode(auth[7:].strip())
     if ident.kind != "member":
         raise Forbidden(ErrorCode.FORBIDDEN, "members only")
-    try:
-        m = await node.accounts.get(ident.seller, ident.user)
-    except NotFound:
-        raise Unauthorized(ErrorCode.UNAUTHORIZED, "unknown account") from None
-    if m.version != ident.version:
-        raise Unauthorized(ErrorCode.TOKEN_EXPIRED, "token revoked: log in again")
-    if m.disabled:
-        raise Unauthorized(ErrorCode.ACCOUNT_DISABLED, "account disabled")
-    if m.expired(node.now_ms()):
-        raise Unauthorized(ErrorCode.ACCOUNT_EXPIRED, "account expired")
+    m = await node.accounts.for_token(ident, node.now_ms())
     if perm:
         m.require(perm)
     return m
@@ -212,14 +203,7 @@ async def member_status(req: Request) -> Any:
     status = str(b.get("status", "toggle"))
     if status not in ("online", "idle", "toggle"):
         raise BadRequest(ErrorCode.INVALID, "status is online, idle or toggle")
-    mid = req.path_params["member"]
-    target = await node.accounts.get(m.seller, mid)
-    k = SellerKeys(m.seller)
-    _, old, new = await node.scripts.run("status", [k.status, k.want, k.conns, k.names],
-                                         [mid, status, k.ch_prefix, "1" if target.main else ""])
-    if new == "online" and old != "online":
-        await node.dispatcher.drain_for(m.seller, mid)
-    return {"member": mid, "status": new, "want": await node.r.hget(k.want, mid)}
+    return await node.presence.set_status(m, req.path_params["member"], status)
 
 
 @api

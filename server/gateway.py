@@ -177,16 +177,7 @@ async def authenticate(node: "Node", c: Connection, req: M.Auth) -> dict[str, An
     k = SellerKeys(c.seller)
     hub = node.hub
     if ident.kind == "member":
-        try:
-            m = await node.accounts.get(ident.seller, ident.user)
-        except KefuError:
-            raise Unauthorized(ErrorCode.UNAUTHORIZED, "unknown account") from None
-        if m.version != ident.version:
-            raise Unauthorized(ErrorCode.TOKEN_EXPIRED, "token revoked: log in again")
-        if m.disabled:
-            raise Unauthorized(ErrorCode.ACCOUNT_DISABLED, "account disabled")
-        if m.expired(node.now_ms()):
-            raise Unauthorized(ErrorCode.ACCOUNT_EXPIRED, "account expired")
+        m = await node.accounts.for_token(ident, node.now_ms())
         c.kind, c.member = "member", m
         servable = await node.accounts.servable_stores(m)
         if req.app == "dashboard":  # watching only: presence and routing stay as the console set them
@@ -408,12 +399,14 @@ async def _conv_leave(node: "Node", c: Connection, req: M.ConvLeave) -> Any:
 
 @handles("status.set")
 async def _status_set(node: "Node", c: Connection, req: M.StatusSet) -> Any:
-    return await node.presence.set_status(c, req.member, req.status)
+    assert c.member is not None
+    return await node.presence.set_status(c.member, req.member, req.status)
 
 
 @handles("status.toggle")
 async def _status_toggle(node: "Node", c: Connection, req: M.StatusToggle) -> Any:
-    return await node.presence.set_status(c, req.member, "toggle")
+    assert c.member is not None
+    return await node.presence.set_status(c.member, req.member, "toggle")
 
 
 @handles("contacts")

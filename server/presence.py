@@ -19,6 +19,7 @@ from .storage import keys as K
 from .storage.keys import SellerKeys
 
 if TYPE_CHECKING:
+    from .accounts import Member
     from .connection import Connection
     from .node import Node
 
@@ -105,20 +106,19 @@ class Presence:
                     log.debug("leave %s: %s", conv, e)
 
     # ---- status toggle (R8, R9) -------------------------------------------------------------
-    async def set_status(self, c: "Connection", target: str | None, status: str) -> dict[str, Any]:
+    async def set_status(self, actor: "Member", target: str | None, status: str) -> dict[str, Any]:
+        """The suspend/resume toggle, for oneself or (R9, ``manage``) for another member of the seller."""
         n = self.node
-        assert c.member is not None
-        who = target or c.user
-        if who != c.user:
-            c.member.require("manage")  # R9: the seller or a supervisor with the manage permission
-        m = await n.accounts.get(c.seller, who)
-        k = SellerKeys(c.seller)
+        who = target or actor.id
+        if who != actor.id:
+            actor.require("manage")  # R9: the seller or a supervisor with the manage permission
+        m = await n.accounts.get(actor.seller, who)
+        k = SellerKeys(actor.seller)
         _, old, new = await n.scripts.run("status", [k.status, k.want, k.conns, k.names],
                                           [who, status, k.ch_prefix, "1" if m.main else ""])
         if new == "online" and old != "online":
-            await n.dispatcher.drain_for(c.seller, who)
-        want = await n.r.hget(k.want, who)
-        return {"member": who, "status": new, "want": want}
+            await n.dispatcher.drain_for(actor.seller, who)
+        return {"member": who, "status": new, "want": await n.r.hget(k.want, who)}
 
     async def contacts(self, c: "Connection") -> list[dict[str, Any]]:
         """R21: the members of the same seller (and its main account), with live presence."""

@@ -92,7 +92,8 @@ def serve(**opts: Any) -> None:
         server = KefuServer(config)
         if s.workers > 1:
             from uvicorn.supervisors import Multiprocess
-            Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+            # workers run uvicorn's own Server: on shutdown their sockets close with 1012 (also "reconnect")
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
         else:
             server.run()
     finally:

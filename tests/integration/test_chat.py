@@ -97,3 +97,20 @@ async def test_two_nodes_deliver_to_each_others_clients(shop, spawn):
     got = await b.next_event("msg", pred=lambda d: d["kind"] == "member")
     assert got["text"] == "from node 1"
     await m.close(); await b.close()
+
+
+async def test_workers_share_one_port_as_separate_nodes(make, spawn):
+    node = spawn(workers=2)
+    shop = await make(base=node.base)
+    m = await Client.login(node.base, shop.login("alice"), PASSWORD)
+    buyers = [await Client.buyer(node.base, shop.seller, "shop") for _ in range(6)]
+    nodes = {b.auth["node"] for b in buyers} | {m.auth["node"]}
+    for i, b in enumerate(buyers):
+        r = await b.send(f"hello {i}")
+        await m.next_event("conv.assigned", pred=lambda d: d["conv"] == r["conv"])
+        await m.send(f"answer {i}", conv=r["conv"])
+        got = await b.next_event("msg", pred=lambda d: d["kind"] == "member")
+        assert got["text"] == f"answer {i}"
+    assert len(nodes) >= 1  # the kernel spreads connections; whichever worker, delivery works
+    for c in [m] + buyers:
+        await c.close()

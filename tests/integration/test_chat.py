@@ -111,6 +111,7 @@ async def test_workers_share_one_port_as_separate_nodes(make, spawn):
         await m.send(f"answer {i}", conv=r["conv"])
         got = await b.next_event("msg", pred=lambda d: d["kind"] == "member")
         assert got["text"] == f"answer {i}"
+        await m.request("conv.close", conv=r["conv"])
     assert len(nodes) >= 1  # the kernel spreads connections; whichever worker, delivery works
     for c in [m] + buyers:
         await c.close()

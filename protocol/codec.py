@@ -5,7 +5,7 @@ The sub-protocol is chosen per connection with ``Sec-WebSocket-Protocol``.
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import msgspec
 
@@ -31,7 +31,7 @@ class Codec:
         self._env = mod.Decoder(Envelope)
         self._payload = {t: mod.Decoder(cls) for t, cls in REQUESTS.items()}
         self._any = mod.Decoder()
-        self._enc = mod.Encoder()
+        self._encode: Callable[[Any], bytes] = mod.Encoder().encode
         self._empty = mod.encode({})
 
     def decode(self, frame: bytes | str) -> tuple[str, RequestId, Request]:
@@ -72,23 +72,23 @@ class Codec:
         return self._any.decode(frame.encode() if isinstance(frame, str) else frame)
 
     def encode(self, obj: Any) -> bytes:
-        return self._enc.encode(obj)
+        return self._encode(obj)
 
     def event(self, type_: str, data: Any) -> bytes:
-        return self._enc.encode({"type": type_, "data": data})
+        return self._encode({"type": type_, "data": data})
 
     def ok(self, rid: RequestId, data: Any = None) -> bytes:
-        return self._enc.encode({"type": "ok", "id": rid, "data": data if data is not None else {}})
+        return self._encode({"type": "ok", "id": rid, "data": data if data is not None else {}})
 
     def error(self, rid: RequestId, payload: dict[str, Any]) -> bytes:
-        return self._enc.encode({"type": "error", "id": rid, "data": payload})
+        return self._encode({"type": "error", "id": rid, "data": payload})
 
     def request(self, type_: str, rid: RequestId, data: Any) -> bytes:
         """Client side: encode a request envelope."""
         env: dict[str, Any] = {"type": type_, "data": data}
         if rid is not None:
             env["id"] = rid
-        return self._enc.encode(env)
+        return self._encode(env)
 
 
 JSON = Codec("json", "kefu.v1.json", False, msgspec.json)

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 import redis
 
-from kefu.server.embedded import redis_binary
+from kefu.server.embedded import _die_with_parent, redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,8 @@ class RedisProc:
     def start(self) -> "RedisProc":
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -114,7 +115,8 @@ class ServerProc:
         if self.data_dir:
             args += ["--data-dir", self.data_dir]
         self.proc = subprocess.Popen(args + self.extra, env=self.env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)  # no orphan if the test run dies
         try:
             wait_port(self.port, self.proc, timeout=30)
         except Exception:

@@ -1,6 +1,7 @@
 """What a person does in the three browser apps, as Playwright steps (waits are auto-waiting ``expect``s)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ def shoot(page: Any, name: str, *, publish: bool = False) -> None:
     hide = page.add_style_tag(content=".toasts, .conn-banner[data-state=ok] { display: none !important; }")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    if publish:
+    if publish and os.environ.get("KEFU_UPDATE_SCREENSHOTS"):  # the README's pictures change on purpose only
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     hide.evaluate("node => node.remove()")

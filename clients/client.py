@@ -46,10 +46,11 @@ def ws_url(base: str) -> str:
 
 
 class Client:
-    def __init__(self, base: str, token: str, codec: str = "msgpack") -> None:
+    def __init__(self, base: str, token: str, codec: str = "msgpack", echo: bool = False) -> None:
         self.base = base.rstrip("/")
         self.token = token
         self.codec: Codec = CODECS[codec]
+        self.echo = echo  # False: our own messages are recorded from the send replies (one frame less)
         self.ws: ClientConnection | None = None
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.cursors: dict[str, int] = {}
@@ -95,7 +96,7 @@ class Client:
         self.ws = await connect(ws_url(self.base), subprotocols=[self.codec.subprotocol],  # type: ignore[list-item]
                                 max_size=2**20, open_timeout=10, ping_interval=None)
         self._reader = asyncio.create_task(self._read(self.ws, self.gen))
-        payload = {"token": self.token, **auth}
+        payload = {"token": self.token, "echo": self.echo, **auth}
         if resume and self.cursors:
             payload["cursors"] = dict(self.cursors)
         self.auth = await self.request("auth", **payload)
@@ -186,7 +187,16 @@ class Client:
         return await asyncio.wait_for(wait(), timeout)
 
     async def send(self, text: str, conv: str | None = None, cid: str | None = None, **kw: Any) -> Any:
-        return await self.request("send", conv=conv, cid=cid or f"c{next(self._ids)}-{id(self)}", text=text, **kw)
+        cid = cid or f"c{next(self._ids)}-{id(self)}"
+        r = await self.request("send", conv=conv, cid=cid, text=text, **kw)
+        if r.get("echo") is False:  # no event follows: this reply is our message's delivery
+            c, seq = r["conv"], r["seq"]
+            if seq > self.cursors.get(c, 0):
+                self.cursors[c] = seq
+                me = self.auth.get("member", {}).get("member") or self.auth.get("buyer", "")
+                self.messages[c].append({"conv": c, "seq": seq, "kind": self.auth.get("kind", ""), "from": me,
+                                         "text": text, "cid": cid, "own": True})
+        return r
 
     def texts(self, conv: str, kinds: tuple[str, ...] = ("buyer", "member")) -> list[str]:
         return [m["text"] for m in self.messages[conv] if m["kind"] in kinds]

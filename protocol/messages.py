@@ -34,6 +34,7 @@ class Auth(Request):
     stores: Optional[list[Id]] = None    # members: the stores to serve now (R4); None = all allowed
     status: Optional[Status] = None      # members: initial status; default: the last one chosen
     app: Literal["console", "dashboard"] = "console"  # "dashboard": watch only, no presence, no chats
+    echo: bool = True                    # False: your own messages come back in the send reply only
 
 
 class Ping(Request):

@@ -42,7 +42,7 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "echo", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
@@ -68,6 +68,7 @@ class Connection:
         self.last_refill = time.monotonic()
         self.bad_frames = 0
         self.watch = False             # a dashboard-only connection: no presence, no chats
+        self.echo = True               # False: the sender's own messages are not sent back as events
         self._room: asyncio.Event | None = None  # set by the flusher when the queue has room again
         self._pre: list[dict[str, Any]] | None = []  # messages that arrive before the resume cursors are set
 

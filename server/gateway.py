@@ -174,6 +174,7 @@ async def authenticate(node: "Node", c: Connection, req: M.Auth) -> dict[str, An
         raise Unauthorized(ErrorCode.UNAUTHORIZED, "invalid token") from None
     ident = node.tokens.decode(tok, lambda s, st: secrets_cache.get((s, st)))
     c.seller, c.user = ident.seller, ident.user
+    c.echo = req.echo
     k = SellerKeys(c.seller)
     hub = node.hub
     if ident.kind == "member":
@@ -315,7 +316,11 @@ async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
         raise BadRequest(ErrorCode.INVALID, "conv is required")
     else:
         seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
-    reply: dict[str, Any] = {"conv": conv, "seq": seq, "dup": dup}
+    echo = True
+    if not c.echo and not dup and c.cursors.get(conv) == seq - 1:
+        c.cursors[conv] = seq  # the sender has it from this reply: its echo is dropped as seen (one frame less)
+        echo = False
+    reply: dict[str, Any] = {"conv": conv, "seq": seq, "dup": dup, "echo": echo}
     if out is not None:
         reply["dispatch"] = out.public() if c.kind == "member" else {"state": out.public()["state"],
                                                                      "position": out.position}

@@ -115,3 +115,21 @@ async def test_workers_share_one_port_as_separate_nodes(make, spawn):
     assert len(nodes) >= 1  # the kernel spreads connections; whichever worker, delivery works
     for c in [m] + buyers:
         await c.close()
+
+
+async def test_own_messages_echo_by_default_and_not_when_declined(shop):  # R17
+    m, b, conv = await served(shop)
+    tab = Client(shop.base, b.token, echo=True)  # a browser tab: sees its own messages as events
+    await tab.connect()
+    r = await tab.send("from the tab")
+    assert r["echo"] is True
+    ev = await tab.next_event("msg", pred=lambda d: d["seq"] == r["seq"])
+    assert ev["text"] == "from the tab"
+    r2 = await b.send("quiet")  # b declined the echo: the reply is the delivery
+    assert r2["echo"] is False and b.messages[conv][-1]["seq"] == r2["seq"]
+    await tab.next_event("msg", pred=lambda d: d["text"] == "quiet")  # the other tab still sees it
+    await m.send("answer", conv=conv)
+    await b.next_event("msg", pred=lambda d: d["text"] == "answer")
+    assert [x["seq"] for x in b.messages[conv]] == sorted({x["seq"] for x in b.messages[conv]})
+    for c in (m, b, tab):
+        await c.close()

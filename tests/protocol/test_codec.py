@@ -49,6 +49,8 @@ def strategy(tp: Any) -> st.SearchStrategy[Any]:
     if origin is dict:
         k, v = get_args(tp)
         return st.dictionaries(strategy(k), strategy(v), max_size=3)
+    if tp is bool:
+        return st.booleans()
     if tp is str:
         return st.text(max_size=50)
     if tp is int:

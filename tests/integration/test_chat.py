@@ -125,6 +125,7 @@ async def test_own_messages_echo_by_default_and_not_when_declined(shop):  # R17
     assert r["echo"] is True
     ev = await tab.next_event("msg", pred=lambda d: d["seq"] == r["seq"])
     assert ev["text"] == "from the tab"
+    await b.next_event("msg", pred=lambda d: d["text"] == "from the tab")
     r2 = await b.send("quiet")  # b declined the echo: the reply is the delivery
     assert r2["echo"] is False and b.messages[conv][-1]["seq"] == r2["seq"]
     await tab.next_event("msg", pred=lambda d: d["text"] == "quiet")  # the other tab still sees it

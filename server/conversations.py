@@ -177,7 +177,7 @@ class Conversations:
         k = SellerKeys(c.seller)
         r = self.node.r
         if c.kind == "buyer":
-            ids = await r.zrevrange(k.buyer_convs(c.user), 0, limit - 1)
+            ids = await r.zrevrange(k.buyer_convs(c.user), 0, 499)  # this store's are filtered below
         elif state == "active":
             raw = await r.zrangebylex(k.held, f"[{c.user}\0", f"[{c.user}\0\xff")
             ids = [e.split("\0", 1)[1] for e in raw]
@@ -197,7 +197,7 @@ class Conversations:
         out = [conv_view(conv, h, c.kind == "buyer") for conv, h in zip(ids, await pipe.execute()) if h]
         if c.kind == "buyer":
             out = [v for v in out if v.get("store") == c.store]
-        return out[:limit] if state != "active" else out
+        return out[:limit] if state != "active" or c.kind == "buyer" else out
 
     # ---- lifecycle (R16) ---------------------------------------------------------------------
     async def close(self, c: "Connection", conv: str) -> None:

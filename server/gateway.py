@@ -204,7 +204,7 @@ async def authenticate(node: "Node", c: Connection, req: M.Auth) -> dict[str, An
         hub.conns.add(c)
         status = await node.presence.member_connected(c, req.status)
         return {"kind": "member", "seller": c.seller, "member": m.public(), "status": status,
-                "stores": servable, "serving": req.stores if req.stores is not None else servable,
+                "stores": servable, "store_names": await r_store_names(node, c.seller), "serving": req.stores if req.stores is not None else servable,
                 "node": node.id}
     # buyer
     if not await node.accounts.store_exists(ident.seller, ident.store):
@@ -218,6 +218,10 @@ async def authenticate(node: "Node", c: Connection, req: M.Auth) -> dict[str, An
     store_name = await node.r.hget(k.stores, c.store)
     return {"kind": "buyer", "seller": c.seller, "buyer": c.user, "store": c.store, "store_name": store_name,
             "node": node.id}
+
+
+async def r_store_names(node: "Node", seller: str) -> dict[str, str]:
+    return dict(await node.r.hgetall(SellerKeys(seller).stores))
 
 
 async def _resume(node: "Node", c: Connection, cursors: dict[str, int]) -> None:
@@ -416,7 +420,7 @@ async def _status_toggle(node: "Node", c: Connection, req: M.StatusToggle) -> An
 
 @handles("contacts")
 async def _contacts(node: "Node", c: Connection, req: M.Contacts) -> Any:
-    return {"members": await node.presence.contacts(c)}
+    return {"members": await node.presence.contacts(c), "groups": await node.presence.groups(c.seller)}
 
 
 @handles("internal.open")

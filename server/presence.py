@@ -131,6 +131,11 @@ class Presence:
         return [{"member": m, "name": nm, "status": status.get(m, "offline"), "main": m == c.seller}
                 for m, nm in sorted(names.items()) if m != c.user]
 
+    async def groups(self, seller: str) -> list[dict[str, str]]:
+        """The seller's groups, for "transfer to a group" (R19) in every member's console."""
+        names = await self.node.r.hgetall(SellerKeys(seller).groups)
+        return [{"group": g, "name": n} for g, n in sorted(names.items())]
+
     # ---- node liveness ----------------------------------------------------------------------
     async def tick(self) -> None:
         """Heartbeat, reap dead nodes, and run overdue deadlines (e.g. those of a dead node)."""

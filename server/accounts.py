@@ -183,9 +183,12 @@ class Accounts:
         return m
 
     async def find_login(self, login: str) -> tuple[str, str]:
-        """``acme`` -> (acme, acme) main account; ``acme:bob`` -> (acme, bob)."""
+        """``acme`` -> (acme, acme) main account; ``acme:bob`` -> (acme, bob); ("", "") if malformed."""
         seller, _, mid = login.partition(":")
-        return seller, (mid or seller)
+        mid = mid or seller
+        if not SELLER_RE.match(seller) or not NAME_RE.match(mid):
+            return "", ""
+        return seller, mid
 
     async def list(self, seller: str) -> list[Member]:
         k = SellerKeys(seller)

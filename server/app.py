@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from kefu.protocol.errors import BadRequest, ErrorCode, Forbidden, KefuError, NotFound, Unauthorized
+from kefu.protocol.errors import BadRequest, ErrorCode, Forbidden, KefuError, NotFound, RateLimited, Unauthorized
 
 from . import gateway
 from .accounts import Member
@@ -32,6 +32,8 @@ STATUS = {"invalid": 400, "bad_frame": 400, "unknown_type": 400, "too_large": 41
           "account_disabled": 403, "account_expired": 403, "forbidden": 403, "not_found": 404,
           "rate_limited": 429, "overloaded": 503, "internal": 500}
 MAX_BODY = 64 * 1024
+LOGIN_FAILURES = 10     # failed logins per account ...
+LOGIN_WINDOW = 15 * 60  # ... within this many seconds, then 429 until it expires
 
 
 def err(e: KefuError) -> JSONResponse:
@@ -87,13 +89,23 @@ async def login(req: Request) -> Any:
     b = await body(req)
     login_, password, otp = str(b.get("login", "")), str(b.get("password", "")), str(b.get("otp", ""))
     seller, mid = await node.accounts.find_login(login_)
+    fails_key = SellerKeys(seller).login_failures(mid) if seller else ""
+    if fails_key and int(await node.r.get(fails_key) or 0) >= LOGIN_FAILURES:
+        raise RateLimited(ErrorCode.RATE_LIMITED, "too many failed logins: try again in 15 minutes")
     try:
         m: Member | None = await node.accounts.get(seller, mid) if seller and mid else None
         hashed = await node.r.hget(SellerKeys(seller).member(mid), "pw") if m else None
     except (NotFound, BadRequest):
         m, hashed = None, None
     if not await node.passwords.verify(hashed, password) or m is None:
+        if fails_key:  # brute force: count failures per account, for a while
+            pipe = node.r.pipeline(transaction=True)
+            pipe.incr(fails_key)
+            pipe.expire(fails_key, LOGIN_WINDOW)
+            await pipe.execute()
         raise Unauthorized(ErrorCode.BAD_CREDENTIALS, "wrong account or password")
+    if fails_key:
+        await node.r.delete(fails_key)
     if m.disabled:
         raise Unauthorized(ErrorCode.ACCOUNT_DISABLED, "account disabled")
     if m.expired(node.now_ms()):

@@ -6,6 +6,7 @@ bumps the version, which invalidates every token issued before.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from kefu.protocol.errors import ErrorCode, Unauthorized
 
 ALG = "HS256"
+BUYER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,60}$")
 
 
 class Passwords:
@@ -84,6 +86,8 @@ class Tokens:
             raise Unauthorized(ErrorCode.UNAUTHORIZED, "invalid token") from None
         sel, sub = str(claims["sel"]), str(claims["sub"])
         if claims.get("iss") == "store":
+            if not BUYER_ID.match(sub):  # the id goes into keys and channel names: keep it plain
+                raise Unauthorized(ErrorCode.UNAUTHORIZED, "buyer id: 1-60 of [A-Za-z0-9_.:@-]")
             return Identity("buyer", sel, "x-" + sub, str(claims.get("st", "")))
         if claims.get("k") == "b":
             return Identity("buyer", sel, sub, str(claims.get("st", "")))

@@ -42,6 +42,7 @@ class SellerKeys:
     def store(self, st: str) -> str: return f"{self.b}:st:{st}"   # hash: name, secret, groups
     @property
     def names(self) -> str: return f"{self.b}:names"              # hash member -> display name
+    def login_failures(self, m: str) -> str: return f"{self.b}:loginfail:{m}"  # counter, expiring
 
     # presence and routing (dispatch.lua reads these)
     @property

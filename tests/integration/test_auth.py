@@ -155,3 +155,21 @@ async def test_buyers_cannot_use_member_requests(shop):
                       ("dash.snapshot", {})):
         assert await code(b.request(req, **data)) == "forbidden"
     await b.close()
+
+
+async def test_repeated_failed_logins_are_rate_limited(make):
+    shop = await make()
+    for _ in range(10):
+        assert await code(Client.login(shop.base, shop.login("alice"), "wrong")) == "bad_credentials"
+    # now even the right password waits: brute force gets nowhere
+    assert await code(Client.login(shop.base, shop.login("alice"), PASSWORD)) == "rate_limited"
+    # other accounts are not affected
+    main = await Client.login(shop.base, shop.seller, PASSWORD)
+    await main.close()
+
+
+async def test_malformed_logins_and_store_buyer_ids_are_refused(shop):
+    for bad in ("a}b:alice", "x" * 80, "sel:al ice", ":", ""):
+        assert await code(Client.login(shop.base, bad, PASSWORD)) == "bad_credentials"
+    tok = store_token(shop.secrets["shop"], shop.seller, "shop", "evil\0id")
+    assert await code(Client(shop.base, tok).connect()) == "unauthorized"

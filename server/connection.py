@@ -140,7 +140,10 @@ class Connection:
         elif typ == "conv.state" and self.kind == "buyer":
             conv = d["conv"]
             if d["state"] == "queued":
-                self.qpos[conv] = [d.get("queue", ""), d.get("position", 0), d.get("ver", 0)]
+                q = d.get("queue", "")
+                self.qpos[conv] = [q, d.get("position", 0), d.get("ver", 0)]
+                if self.node.keys(self.seller).ch_queue(q) not in self.channels:
+                    spawn(self._follow_queue(conv, q))  # queued again (group transfer, re-dispatch)
             else:
                 self.qpos.pop(conv, None)
             self.push(self.codec.event(typ, {k: v for k, v in d.items() if k not in ("queue", "ver")}))
@@ -246,13 +249,21 @@ class Connection:
             else:
                 spawn(self._requeue(conv))
 
-    async def _requeue(self, conv: str) -> None:
+    async def _follow_queue(self, conv: str, queue: str) -> None:
+        """Subscribe to a queue's moves, then read the position afresh (moves before it are in it)."""
+        ch = self.node.keys(self.seller).ch_queue(queue)
+        if ch not in self.channels:
+            self.channels.append(ch)
+            await self.node.hub.subscribe(self, ch)
+        await self._requeue(conv, force=True)
+
+    async def _requeue(self, conv: str, force: bool = False) -> None:
         st = self.qpos.get(conv)
         if st is None:
             return
         pos, ver = await self.node.dispatcher.position(self.seller, st[0], conv)
         if pos and conv in self.qpos:
-            changed = pos != st[1]
+            changed = force or pos != st[1]
             self.qpos[conv] = [st[0], pos, ver]
             if changed:
                 self.event("queue.position", {"conv": conv, "position": pos})

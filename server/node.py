@@ -27,6 +27,7 @@ from .metrics import Metrics
 from .presence import Presence
 from .settings import Settings
 from .storage import keys as K
+from .storage.keys import SellerKeys
 from .storage.scripts import Scripts
 
 log = logging.getLogger("kefu.node")
@@ -140,6 +141,10 @@ class Node:
             if pending:
                 await asyncio.wait(pending, timeout=2)
 
+    @staticmethod
+    def keys(seller: str) -> "SellerKeys":
+        return SellerKeys(seller)
+
     def new_conn_id(self) -> str:
         return secrets.token_hex(6)
 
@@ -147,5 +152,4 @@ class Node:
         return Connection(self, *a)
 
     def kick(self, seller: str, member: str, reason: str) -> None:
-        from .storage.keys import SellerKeys
         spawn(self.r.publish(SellerKeys(seller).ch_member(member), self.pack_event("kick", {"reason": reason})))

@@ -260,3 +260,19 @@ async def test_console_lists_active_conversations_with_unread_and_last_message(m
     assert convs[c1]["unread"] == 0
     for c in (a, b1, b2):
         await c.close()
+
+
+async def test_buyers_queued_by_a_group_transfer_see_their_position_move(make):  # R19, R12.4
+    shop = await make(groups=["pre", "post"], stores={"shop": ["pre"]},
+                      members={"alice": {"groups": ["pre"], "capacity": 5}, "pat": {"groups": ["post"]}})
+    a = await login(shop, "alice")
+    b1, c1, _ = await held_by(shop, a)
+    b2, c2, _ = await held_by(shop, a)
+    await a.request("conv.transfer", conv=c1, to_group="post")
+    await a.request("conv.transfer", conv=c2, to_group="post")
+    await b2.next_event("queue.position", pred=lambda d: d["position"] == 2)
+    await b1.request("conv.leave")  # the first in line gives up
+    ev = await b2.next_event("queue.position", pred=lambda d: d["position"] == 1)
+    assert ev["conv"] == c2
+    for c in (a, b1, b2):
+        await c.close()

@@ -486,6 +486,11 @@ def fmt(ms: str | None, tz: timezone) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz).strftime("%Y-%m-%d %H:%M:%S") if ms else ""
 
 
+def cell(v: str) -> str:
+    """A spreadsheet must not run a cell as a formula (CSV injection): such text gets a leading '."""
+    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
 async def csv_rows(node: "Node", seller: str, frm: int, to: int, tz: timezone) -> AsyncIterator[bytes]:
     """UTF-8 CSV with a BOM (so Excel reads Chinese), RFC 4180 quoting, streamed chunk by chunk."""
     r = node.r
@@ -498,12 +503,12 @@ async def csv_rows(node: "Node", seller: str, frm: int, to: int, tz: timezone) -
     async for chunk in in_range(r, seller, frm, to):
         for wo, h in chunk:
             hm, hg = h.get("handler_member", ""), h.get("handler_group", "")
-            w.writerow([wo, fmt(h.get("created"), tz), h.get("type", ""), h.get("status", ""), h.get("store", ""),
+            w.writerow([cell(x) for x in [wo, fmt(h.get("created"), tz), h.get("type", ""), h.get("status", ""), h.get("store", ""),
                         h.get("buyer", ""), h.get("order", ""), h.get("conv", ""), h.get("creator", ""),
                         names.get(h.get("creator", ""), ""), hm, hg,
                         names.get(hm, hm) if hm else groups.get(hg, hg), h.get("content", ""),
                         fmt(h.get("updated"), tz), fmt(h.get("started_at"), tz), fmt(h.get("done_at"), tz),
-                        fmt(h.get("cancelled_at"), tz)])
+                        fmt(h.get("cancelled_at"), tz)]])
         yield buf.getvalue().encode("utf-8")
         buf.seek(0)
         buf.truncate()

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
 from kefu.protocol.errors import BadRequest, ErrorCode, Forbidden, KefuError, NotFound, RateLimited, Unauthorized
 
@@ -323,7 +324,24 @@ def web_dir() -> Path:
     return Path(kefu.clients.__file__).parent / "web"
 
 
-def create_app(settings: Settings, redis_url: str) -> Starlette:
+class Front:
+    """The ASGI entry point. ``/ws`` goes straight to the gateway: a socket lives for hours, and the
+    middleware stack would keep its frames alive per socket and wrap every frame sent (memory, CPU).
+    Everything else (HTTP, lifespan) goes through Starlette."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope.get("path") == "/ws":
+            scope["app"] = self.app
+            await gateway.endpoint(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, redis_url: str) -> Front:
     node = Node(settings, redis_url)
 
     @contextlib.asynccontextmanager
@@ -360,4 +378,4 @@ def create_app(settings: Settings, redis_url: str) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)  # X-Request-Id, echoed and in every log line
     app.state.node = node
-    return app
+    return Front(app)

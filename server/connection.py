@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("kefu.conn")
+_EMPTY: deque[bytes] = deque(maxlen=0)  # shared placeholder queue of connections that sent nothing yet
 _tasks: set[asyncio.Task[Any]] = set()
 
 
@@ -58,7 +59,7 @@ class Connection:
         self.member: "Member | None" = None
         self.version = 0
         self.cursors: dict[str, int] = {}
-        self._q: deque[bytes] = deque()
+        self._q: deque[bytes] = _EMPTY  # a real deque on the first push: idle sockets stay small
         self._flushing = False
         self.closed = False
         self._filling: dict[str, list[dict[str, Any]]] = {}
@@ -81,6 +82,8 @@ class Connection:
             self.node.metrics.dropped_frames += len(self._q) + 1
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
             return
+        if self._q is _EMPTY:
+            self._q = deque()
         self._q.append(frame)
         self.node.metrics.frames_out += 1
         if not self._flushing:
@@ -120,7 +123,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self._q.clear()
+        self._q = _EMPTY
         spawn(self._close(code, reason))
 
     def event(self, typ: str, data: Any) -> None:

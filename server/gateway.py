@@ -73,7 +73,7 @@ async def endpoint(ws: WebSocket) -> None:
         except Exception:
             pass
 
-    c = node.conn(codec, ws.send, close, node.new_conn_id())
+    c = node.conn(codec, ws._send, close, node.new_conn_id())  # the raw ASGI send: no checks per frame
     conn_id.set(c.id)  # tags every log line of this connection
     node.metrics.connections += 1
     try:
@@ -115,10 +115,12 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
         await _resume(node, c, req.cursors)
     finally:
         c.resumed()
+    del data, req, frame, msg  # this frame lives as long as the socket: keep it light
     table = MEMBER if c.kind == "member" else BUYER
     # 2. the request loop
+    receive = ws._receive  # the raw ASGI receive: one frame less per socket and per message
     while True:
-        msg = await ws.receive()
+        msg = await receive()
         if msg["type"] == "websocket.disconnect":
             return
         if c.closed:

@@ -72,6 +72,10 @@ class Adapter(ABC, Generic[C]):
     @abstractmethod
     async def close(self, conn: C) -> None: ...
 
+    def stats(self) -> dict[str, int]:
+        """Protocol-level counters of this worker (acks, errors by code…), summed across workers."""
+        return {}
+
 
 class Msg(msgspec.Struct, omit_defaults=True):
     """The baseline payload: {"to", "seq", "ts", "from", "pad"?}."""
@@ -428,6 +432,7 @@ class _WorkerConfig:
     connect_timeout: float
     drain_timeout: float
     connect_concurrency: int
+    settle: float = 0.0  # seconds between "all connected" and sending (let the server finish set-up work)
 
 
 async def _connect_all(adapter: Adapter[Any], users: list[str], limit: int, timeout: float) -> list[Any]:
@@ -462,6 +467,8 @@ async def _worker(cfg: _WorkerConfig, start: Any, drained: Any) -> dict[str, Any
     rconns = await _connect_all(adapter, receivers, cfg.connect_concurrency, cfg.connect_timeout)
     sconns = await _connect_all(adapter, senders, cfg.connect_concurrency, cfg.connect_timeout)
     connect_s = time.perf_counter() - t_conn
+    if cfg.settle:
+        await asyncio.sleep(cfg.settle)  # e.g. presence fan-out of the connections just made
     await asyncio.to_thread(start.wait, barrier_timeout)
 
     n, rate, send = len(senders), cfg.rate, adapter.send
@@ -517,6 +524,7 @@ async def _worker(cfg: _WorkerConfig, start: Any, drained: Any) -> dict[str, Any
         "cpu_s": cpu_s,
         "hist": tracker.hist.encode(),
         "timeline": tracker.timeline,
+        "adapter_stats": adapter.stats(),
     }
 
 
@@ -645,6 +653,7 @@ def run_load(
     connect_timeout: float = 60.0,
     drain_timeout: float = 5.0,
     connect_concurrency: int = 100,
+    settle: float = 0.0,
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
 ) -> LoadResult:
@@ -668,7 +677,7 @@ def run_load(
                 _WorkerConfig(
                     adapter, url, dict(adapter_options or {}), share, prefix,
                     rate * len(share) / pairs, duration, max(1, max_messages * len(share) // pairs),
-                    connect_timeout, drain_timeout, connect_concurrency,
+                    connect_timeout, drain_timeout, connect_concurrency, settle,
                 ),
                 start, drained, out,
             ),
@@ -706,8 +715,11 @@ def run_load(
         raise RuntimeError("load generator failed:\n" + ("\n".join(errors) or "a worker died silently"))
 
     hist = new_histogram()
+    adapter_stats: dict[str, int] = {}
     for r in results:
         hist.decode_and_add(r["hist"])
+        for k, v in r.get("adapter_stats", {}).items():
+            adapter_stats[k] = adapter_stats.get(k, 0) + v
 
     def total(key: str) -> int:
         return sum(int(r[key]) for r in results)
@@ -733,6 +745,7 @@ def run_load(
         latency_ms=latency_summary(hist),
         timeline=_merge_timelines([r["timeline"] for r in results]),
         histogram=hist.encode(),
+        extra={"adapter": adapter_stats} if adapter_stats else {},
     )
 
 

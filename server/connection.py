@@ -43,7 +43,7 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "echo", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "echo", "own_cid", "own_held", "_held", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
@@ -70,6 +70,9 @@ class Connection:
         self.bad_frames = 0
         self.watch = False             # a dashboard-only connection: no presence, no chats
         self.echo = True               # False: the sender's own messages are not sent back as events
+        self.own_cid: str | None = None  # echo off: the cid of our send in flight (one at a time)
+        self.own_held = False            # ... whose event came before its reply and was swallowed
+        self._held: list[dict[str, Any]] | None = None  # events after it, until the reply is out
         self._room: asyncio.Event | None = None  # set by the flusher when the queue has room again
         self._pre: list[dict[str, Any]] | None = []  # messages that arrive before the resume cursors are set
 
@@ -173,9 +176,19 @@ class Connection:
         for d in pre or ():
             self._on_msg(d, None)
 
+    def replied(self) -> None:
+        """The reply to a send is out: what was held behind our own message follows it, in order."""
+        held, self._held = self._held, None
+        self.own_cid, self.own_held = None, False
+        for d in held or ():
+            self._on_msg(d, None)
+
     def _on_msg(self, d: dict[str, Any], cache: dict[str, bytes] | None) -> None:
         if self._pre is not None:
             self._pre.append(d)
+            return
+        if self._held is not None:
+            self._held.append(d)
             return
         conv, seq = d["conv"], d["seq"]
         pending = self._filling.get(conv)
@@ -190,6 +203,9 @@ class Connection:
             spawn(self._fill(conv))
             return
         self.cursors[conv] = seq
+        if self.own_cid is not None and d["cid"] == self.own_cid and d["from"] == self.user:
+            self.own_held, self._held = True, []  # the send reply will carry it; hold what follows
+            return
         if self.kind == "buyer" and d["kind"] == "note":
             return  # internal system notes are for members only
         if cache is None:

@@ -150,7 +150,13 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
             h = table.get(typ)
             if h is None:
                 raise Forbidden(ErrorCode.FORBIDDEN, f"{typ!r} is not for {c.kind}s")
-            c.push(c.codec.ok(rid, await h(node, c, req)))
+            if not c.echo and typ == "send":
+                c.own_cid = req.cid  # its own event will be swallowed: the reply carries it
+            try:
+                c.push(c.codec.ok(rid, await h(node, c, req)))
+            finally:
+                if c.own_cid is not None:
+                    c.replied()
         except KefuError as e:
             node.metrics.error(e.code.value)
             if e.code not in (ErrorCode.RATE_LIMITED,):
@@ -323,9 +329,12 @@ async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
     else:
         seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
     echo = True
-    if not c.echo and not dup and c.cursors.get(conv) == seq - 1:
-        c.cursors[conv] = seq  # the sender has it from this reply: its echo is dropped as seen (one frame less)
-        echo = False
+    if not c.echo and not dup:
+        if c.own_held:  # its event came first and was swallowed: this reply delivers it
+            echo = False
+        elif c.cursors.get(conv) == seq - 1:
+            c.cursors[conv] = seq  # its event, when it comes, is dropped as seen
+            echo = False
     reply: dict[str, Any] = {"conv": conv, "seq": seq, "dup": dup, "echo": echo}
     if out is not None:
         reply["dispatch"] = out.public() if c.kind == "member" else {"state": out.public()["state"],

@@ -144,7 +144,9 @@ class KefuAdapter(WsAdapter):
             tok = self.tokens.member_token(seller, member, 0)
             await self._request(conn, 1, "auth", {"token": tok, "status": "online"})
             return
-        await self._request(conn, 1, "auth", {"token": self.tokens.buyer_token(seller, store, conn.user)})
+        # echo off: an SDK/bot sender takes its own message from the send reply (one frame less each)
+        await self._request(conn, 1, "auth", {"token": self.tokens.buyer_token(seller, store, conn.user),
+                                              "echo": False})
         if self.auth_only:
             return
         view = await self._request(conn, 2, "conv.open", {"to": member})

@@ -5,6 +5,7 @@ this module checks who may do what and builds the keys.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -102,30 +103,30 @@ class Conversations:
         who gets the conversation always finds it (and cannot close it before it lands).
         """
         k = SellerKeys(c.seller)
-        r = self.node.r
-        okey = k.open_conv(c.user, c.store)
-        cur = await r.get(okey)
-        if cur:
-            st = await r.hget(k.conv(cur), "state")
-            if st and st != "closed":
-                return cur, None, False
-            await r.delete(okey) if st is None else None
         conv = self.new_id()
         now = self.node.now_ms()
         q = f"s:{c.store}"
-        await r.hset(k.conv(conv), mapping={"kind": "buyer", "store": c.store, "buyer": c.user, "state": "queued",
-                                            "created": now, "queue": q, "seq": 0})
-        if not await r.set(okey, conv, nx=True):
-            await r.delete(k.conv(conv))
-            cur = await r.get(okey)
-            return cur or "", None, False
-        await r.zadd(k.buyer_convs(c.user), {conv: now})
-        await r.zadd(k.convs, {conv: now})
-        self.node.metrics.conversations_opened += 1
         c.cursors.setdefault(conv, 0)
+        # open, store the first message, dispatch: three scripts started in this order in one tick go
+        # to Redis in one pipeline (scripts.py), so a new conversation costs one round trip. If the
+        # buyer already has an open conversation, the other two find no such conversation and do nothing.
+        steps = [self.node.scripts.run("open", [k.open_conv(c.user, c.store), k.conv(conv), k.buyer_convs(c.user),
+                                                k.convs], [conv, c.store, c.user, now, q])]
         if first is not None:
-            await self.append(c, conv, first[0], first[1])
-        out = await self.node.dispatcher.dispatch(c.seller, conv, q, addressed=addressed)
+            steps.append(self.append(c, conv, first[0], first[1]))
+        steps.append(self.node.dispatcher.dispatch(c.seller, conv, q, addressed=addressed))
+        res = await asyncio.gather(*steps, return_exceptions=True)
+        if isinstance(res[0], BaseException):
+            raise res[0]
+        if res[0][0] == "existing":
+            c.cursors.pop(conv, None)
+            return str(res[0][1]), None, False
+        for x in res[1:]:
+            if isinstance(x, BaseException):
+                raise x
+        self.node.metrics.conversations_opened += 1
+        out = res[-1]
+        assert isinstance(out, Outcome)
         return conv, out, True
 
     async def buyer_subscribe_queue(self, c: "Connection", queue: str) -> None:

@@ -41,18 +41,14 @@ class Dispatcher:
     def __init__(self, node: "Node") -> None:
         self.node = node
 
-    async def sticky_window_ms(self, seller: str) -> int:
-        w = await self.node.r.hget(SellerKeys(seller).seller, "sticky_window")
-        return int(float(w) * 1000) if w else int(self.node.settings.sticky_window * 1000)
-
     async def dispatch(self, seller: str, conv: str, queue: str, *, addressed: str = "", release_from: str = "",
                        reason: str = "", exclude: str = "", note: str = "", transfer: str = "") -> Outcome:
         k = SellerKeys(seller)
         n = self.node
         res = await n.scripts.run("dispatch", [
             k.conv(conv), k.status, k.route, k.cap, k.load, k.lastassign, k.sticky, k.held, k.queue(queue),
-            k.qver, k.names, k.assignlog, k.wo_handlers, k.log(conv), k.transfers(conv)],
-            [conv, n.now_ms(), await self.sticky_window_ms(seller), addressed, k.ch_prefix,
+            k.qver, k.names, k.assignlog, k.wo_handlers, k.log(conv), k.transfers(conv), k.seller],
+            [conv, n.now_ms(), int(self.node.settings.sticky_window * 1000), addressed, k.ch_prefix,
              release_from, reason, queue, exclude, note, transfer])
         kind = res[0]
         if kind == "assigned":

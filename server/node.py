@@ -6,6 +6,7 @@ of nodes can share one Redis behind a plain load balancer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import time
@@ -86,6 +87,10 @@ class Node:
         self.hub.on_reconnect.append(self._resync)
         await self.presence.tick()
         self._tick = asyncio.create_task(self._ticker(), name="node-tick")
+        # Latency: full cyclic-GC passes over a big heap stalled the loop 100+ ms (bench/RESULTS.md).
+        # Start-up objects are frozen out of collection; young collections run less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         self.ready = True
         NODES.append(self)
         log.info("node %s up on %s", self.id, self.redis_url)

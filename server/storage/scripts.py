@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError
 from kefu.protocol.errors import error
 
 NAMES = ("append", "dispatch", "close", "restart", "transfer", "connect", "disconnect", "offline",
-         "status", "leave", "wo_update")
+         "status", "leave", "wo_update", "open")
 MAX_BATCH = 512
 
 

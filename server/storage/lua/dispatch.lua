@@ -3,8 +3,8 @@
 -- KEYS[5] load hash  KEYS[6] last-assignment hash  KEYS[7] sticky hash  KEYS[8] held zset
 -- KEYS[9] the queue zset (ARGV[8])  KEYS[10] queue-version hash  KEYS[11] display-name hash
 -- KEYS[12] assignment log stream  KEYS[13] work-order handler hash (buyer -> member)
--- KEYS[14] the conversation's message stream  KEYS[15] its transfer list
--- ARGV[1] conv id  ARGV[2] now (ms)  ARGV[3] sticky window (ms)  ARGV[4] addressed member or ""
+-- KEYS[14] the conversation's message stream  KEYS[15] its transfer list  KEYS[16] seller hash
+-- ARGV[1] conv id  ARGV[2] now (ms)  ARGV[3] default sticky window (ms)  ARGV[4] addressed member or ""
 -- ARGV[5] channel prefix  ARGV[6] release from this member first ("" = conv must be queued)
 -- ARGV[7] reason to record when released ("redispatch"|"transfer")  ARGV[8] queue name
 -- ARGV[9] member to exclude ("" none)  ARGV[10] system note to append ("" none, group transfers)
@@ -12,6 +12,8 @@
 -- Returns {"assigned", member, reason, candidates_json} | {"queued", position, queue_version}
 --       | {"already", state, member} | {"err", code}.
 local conv, now, window, addr, chp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local sw = redis.call('HGET', KEYS[16], 'sticky_window')  -- the seller's own window (s), if set
+if sw then window = tonumber(sw) * 1000 end
 local q, exclude = ARGV[8], ARGV[9]
 local c = redis.call('HMGET', KEYS[1], 'state', 'buyer', 'member', 'store', 'seq', 'assigned_at')
 local state, buyer, holder, store, seq = c[1], c[2], c[3], c[4], num(c[5])
@@ -69,15 +71,20 @@ if not chosen then
   -- least loaded online member with free capacity; ties: longest since last assignment, then name
   local best, bl, bt
   local all = redis.call('HGETALL', KEYS[3])
+  local ms = {}
   for i = 1, #all, 2 do
-    local m, rt = all[i], all[i + 1]
-    if m ~= exclude and inroute(rt, q) then
-      local st = redis.call('HGET', KEYS[2], m) or 'offline'
-      local load, cap = num(redis.call('HGET', KEYS[5], m)), num(redis.call('HGET', KEYS[4], m))
+    if all[i] ~= exclude and inroute(all[i + 1], q) then table.insert(ms, all[i]) end
+  end
+  if #ms > 0 then
+    -- one read per hash for every candidate (not one per member and field)
+    local sts, loads = redis.call('HMGET', KEYS[2], unpack(ms)), redis.call('HMGET', KEYS[5], unpack(ms))
+    local caps, las = redis.call('HMGET', KEYS[4], unpack(ms)), redis.call('HMGET', KEYS[6], unpack(ms))
+    for i, m in ipairs(ms) do
+      local st, load, cap = sts[i] or 'offline', num(loads[i]), num(caps[i])
       if st ~= 'online' then note(m, st, load, cap, st)
       elseif load >= cap then note(m, st, load, cap, 'full')
       else
-        local la = num(redis.call('HGET', KEYS[6], m))
+        local la = num(las[i])
         note(m, st, load, cap, 'eligible')
         if best == nil or load < bl or (load == bl and (la < bt or (la == bt and m < best))) then
           best, bl, bt = m, load, la

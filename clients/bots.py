@@ -313,6 +313,7 @@ class BotsConfig:
     member_rate: float = 0.0           # bot members also push messages/s into their conversations
     address: bool = False              # buyer i addresses member i % M by name (R12.1)
     reconnect: bool = True
+    echo: bool = True                  # False: own messages come back in the send reply only (auth echo)
     connect_timeout: float = 30.0
     connect_concurrency: int = 200
     first_url: int | None = None       # every buyer starts on urls[first_url] (failover tests)
@@ -397,23 +398,28 @@ class Buyer:
         self.up = False                              # counted as connected
 
     # events
+    def _saw(self, conv: str, seq: int) -> bool:
+        """One message of the conversation stream arrived; False for a duplicate."""
+        w = self.w
+        cur = self.cursor.get(conv, 0)
+        if seq <= cur:
+            miss = self.missing.get(conv)
+            if miss and seq in miss:
+                miss.discard(seq)
+                w.s.seq_ooo += 1
+                return True
+            w.s.seq_dup += 1
+            return False
+        if seq > cur + 1:
+            self.missing.setdefault(conv, set()).update(range(cur + 1, seq))
+        self.cursor[conv] = seq
+        return True
+
     def _on_event(self, t: str, d: Any) -> None:
         w = self.w
         if t == "msg":
-            conv, seq = d["conv"], d["seq"]
-            cur = self.cursor.get(conv, 0)
-            if seq <= cur:
-                miss = self.missing.get(conv)
-                if miss and seq in miss:
-                    miss.discard(seq)
-                    w.s.seq_ooo += 1
-                else:
-                    w.s.seq_dup += 1
-                    return
-            else:
-                if seq > cur + 1:
-                    self.missing.setdefault(conv, set()).update(range(cur + 1, seq))
-                self.cursor[conv] = seq
+            if not self._saw(d["conv"], d["seq"]):
+                return
             if d.get("kind") == "member":
                 text = d.get("text", "")
                 if text.startswith("r "):
@@ -450,7 +456,7 @@ class Buyer:
         url = cfg.urls[self.url_i % len(cfg.urls)]
         cursors = {c: s for c, s in self.cursor.items()}
         local = cfg.local_addrs[self.idx % len(cfg.local_addrs)] if cfg.local_addrs else None
-        auth = await self.conn.connect(url, self.token, cfg.connect_timeout, local,
+        auth = await self.conn.connect(url, self.token, cfg.connect_timeout, local, echo=cfg.echo,
                                        **({"cursors": cursors} if cursors else {}))
         self.id = auth.get("buyer", self.id)  # the server names HTTP-session buyers
         self.lost_conn.clear()
@@ -498,6 +504,8 @@ class Buyer:
         def reply(ok: bool, d: Any) -> None:
             ent = self.unacked.get(n)
             if ok:
+                if d.get("echo") is False and not d.get("dup"):  # no msg event will follow: the reply is it
+                    self._saw(d["conv"], int(d["seq"]))
                 if ent is not None:
                     del self.unacked[n]
                     w.s.acked += 1
@@ -1110,6 +1118,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--member-rate", type=float, default=0.0, help="bot members also send N msg/s each")
     p.add_argument("--address", action="store_true", help="buyer i addresses bot member i %% M by name (R12.1)")
     p.add_argument("--no-reconnect", action="store_true")
+    p.add_argument("--no-echo", action="store_true", help="buyers take their own messages from the send reply")
     p.add_argument("--source-ip", action="append", default=[], help="local addresses to spread sockets over")
     g = p.add_argument_group("seller")
     g.add_argument("--seller", help="an existing seller")
@@ -1173,7 +1182,7 @@ def main(args: list[str]) -> None:
     cfg = BotsConfig(urls=urls, seller=shop.seller, stores=shop.stores, buyers=a.buyers, members=shop.members,
                      password=shop.password, token_secret=a.token_secret, codec=a.codec, rate=a.rate if not a.think else 0,
                      think=a.think, size=a.size, ramp=a.ramp, duration=a.duration, drain=a.drain, procs=a.procs,
-                     reply=a.reply, member_rate=a.member_rate, address=a.address, reconnect=not a.no_reconnect,
+                     reply=a.reply, member_rate=a.member_rate, address=a.address, reconnect=not a.no_reconnect, echo=not a.no_echo,
                      local_addrs=a.source_ip)
     rep = run(cfg, _progress_printer(a.quiet, sys.stderr))
     if not a.quiet and sys.stderr.isatty():

@@ -108,7 +108,7 @@ class KefuAdapter(WsAdapter):
 
     def __init__(self, url: str, on_message: OnMessage, **opts: Any) -> None:
         super().__init__(url, on_message, **opts)
-        self.sellers: list[tuple[str, str]] = [tuple(x) for x in opts["sellers"]]  # type: ignore[misc]
+        self.sellers: list[tuple[str, str]] = [tuple(x) for x in opts["sellers"]]
         self.per_seller = int(opts["per_seller"])
         self.auth_only = bool(opts.get("auth_only"))
         self.tokens = Tokens(opts.get("secret", SECRET), 24 * 3600, 24 * 3600)

@@ -6,7 +6,6 @@ offline member's conversations (R15).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,8 @@ class Outcome:
     reason: str = ""
     position: int = 0
     version: int = 0
-    candidates: list[dict[str, Any]] | None = None
+    name: str = ""  # the member's display name (what a buyer is shown)
+    candidates_json: str = ""  # decoded on demand: most callers never look
 
     def public(self) -> dict[str, Any]:
         if self.result == "queued":
@@ -53,7 +53,8 @@ class Dispatcher:
         kind = res[0]
         if kind == "assigned":
             n.metrics.dispatched(res[2])
-            return Outcome("assigned", member=res[1], reason=res[2], candidates=json.loads(res[3] or "[]"))
+            return Outcome("assigned", member=res[1], reason=res[2], name=res[4] if len(res) > 4 else "",
+                           candidates_json=res[3])
         if kind == "queued":
             n.metrics.dispatched("queued")
             return Outcome("queued", position=int(res[1]), version=int(res[2]))

@@ -345,6 +345,10 @@ async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
 @handles("conv.open", member=False, buyer=True)
 async def _conv_open(node: "Node", c: Connection, req: M.ConvOpen) -> Any:
     conv, out, created = await node.conversations.open_for_buyer(c, req.to or "")
+    if created and out is not None and out.result == "assigned":
+        # just made and served: the view is known without reading it back (the hot path of a new chat)
+        return {"conv": conv, "state": "active", "kind": "buyer", "store": c.store, "buyer": c.user,
+                "seq": 0, "unread": 0, "agent": out.name or out.member}
     h = await node.conversations.get(c.seller, conv)
     if created and out is not None and out.result == "queued":
         await _track_queue(node, c, conv, h.get("queue", ""))

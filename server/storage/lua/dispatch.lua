@@ -9,7 +9,7 @@
 -- ARGV[7] reason to record when released ("redispatch"|"transfer")  ARGV[8] queue name
 -- ARGV[9] member to exclude ("" none)  ARGV[10] system note to append ("" none, group transfers)
 -- ARGV[11] transfer record json ("" none)
--- Returns {"assigned", member, reason, candidates_json} | {"queued", position, queue_version}
+-- Returns {"assigned", member, reason, candidates_json, display name} | {"queued", position, queue_version}
 --       | {"already", state, member} | {"err", code}.
 local conv, now, window, addr, chp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local sw = redis.call('HGET', KEYS[16], 'sticky_window')  -- the seller's own window (s), if set
@@ -133,7 +133,7 @@ if chosen then
       candidates = considered, seq = seq, queue = q, from = released})
   pub(chp .. 'b:' .. buyer, 'conv.state', {conv = conv, state = 'active', agent = name})
   pub(chp .. 'dash', 'load', {member = chosen, load = load, cap = num(redis.call('HGET', KEYS[4], chosen))})
-  return {'assigned', chosen, reason, cands}
+  return {'assigned', chosen, reason, cands, name}
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'queue', q, 'candidates', cands, 'reason', 'queued')
 if redis.call('ZADD', KEYS[9], 'NX', now, conv) == 1 then

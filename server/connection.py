@@ -101,6 +101,8 @@ class Connection:
                 await self._send({"type": "websocket.send", key: f.decode() if key == "text" else f})
                 if self._room is not None and len(self._q) <= self.node.settings.send_queue // 4:
                     self._room.set()
+            if not self._q:
+                self._q = _EMPTY  # drained: an idle socket keeps no deque
         except Exception as e:
             log.debug("send failed on %s: %r", self.id, e)
             self.closed = True

@@ -24,7 +24,7 @@ _decode = msgspec.msgpack.Decoder().decode
 class Hub:
     def __init__(self, r: Redis, node_channel: str) -> None:
         self.r = r
-        self.subs: dict[bytes, set["Connection"]] = {}
+        self.subs: dict[bytes, "Connection | set[Connection]"] = {}  # channel -> its local socket(s)
         self.conns: set["Connection"] = set()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._node_channel = node_channel.encode()
@@ -57,10 +57,13 @@ class Hub:
         ch = channel.encode()
         s = self.subs.get(ch)
         if s is not None:
-            s.add(conn)
+            if isinstance(s, set):
+                s.add(conn)
+            elif s is not conn:
+                self.subs[ch] = {s, conn}
             fut = self._pending.get(ch)
         else:
-            self.subs[ch] = {conn}
+            self.subs[ch] = conn  # most channels have one socket: no set for them (memory per idle buyer)
             fut = asyncio.get_running_loop().create_future()
             self._pending[ch] = fut
             await self._ps.subscribe(ch)
@@ -72,8 +75,12 @@ class Hub:
         s = self.subs.get(ch)
         if s is None:
             return
-        s.discard(conn)
-        if not s:
+        if isinstance(s, set):
+            s.discard(conn)
+            if len(s) == 1:
+                self.subs[ch] = next(iter(s))
+            return
+        if s is conn:
             del self.subs[ch]
             self._pending.pop(ch, None)
             try:
@@ -137,6 +144,10 @@ class Hub:
             log.error("undecodable event on %r", channel)
             return
         cache: dict[str, bytes] = {}
-        for c in tuple(conns):
-            c.on_event(typ, d, cache)
-        self.delivered += len(conns)
+        if isinstance(conns, set):
+            for c in tuple(conns):
+                c.on_event(typ, d, cache)
+            self.delivered += len(conns)
+        else:
+            conns.on_event(typ, d, cache)
+            self.delivered += 1

@@ -333,12 +333,12 @@ class Front:
         self.app = app
         self.state = app.state
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        # a plain function returning the coroutine: no frame of ours stays alive under each socket
         if scope["type"] == "websocket" and scope.get("path") == "/ws":
             scope["app"] = self.app
-            await gateway.endpoint(WebSocket(scope, receive, send))
-            return
-        await self.app(scope, receive, send)
+            return gateway.endpoint(WebSocket(scope, receive, send))
+        return self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, redis_url: str) -> Front:

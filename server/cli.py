@@ -88,7 +88,9 @@ def serve(**opts: Any) -> None:
         config = uvicorn.Config("kefu.server.cli:app_from_env", factory=True, host=s.host, port=s.port,
                                 workers=s.workers, ws="websockets-sansio", ws_per_message_deflate=False,
                                 ws_max_size=64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
-                                log_level="warning", access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+                                log_level="warning", access_log=False, timeout_graceful_shutdown=5, lifespan="on",
+                                proxy_headers=False,  # X-Forwarded-* not trusted; one wrapper less per socket
+                                interface="asgi3")  # Front.__call__ returns the coroutine (no frame of its own)
         server = KefuServer(config)
         if s.workers > 1:
             from uvicorn.supervisors import Multiprocess

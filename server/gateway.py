@@ -77,7 +77,8 @@ async def endpoint(ws: WebSocket) -> None:
     conn_id.set(c.id)  # tags every log line of this connection
     node.metrics.connections += 1
     try:
-        await _serve(node, ws, c)
+        if await _authenticated(node, ws, c):
+            await _requests(node, c, ws._receive)  # the raw ASGI receive: no wrapper per message
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -88,15 +89,15 @@ async def endpoint(ws: WebSocket) -> None:
         await _cleanup(node, c)
 
 
-async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
-    # 1. authenticate within the deadline
+async def _authenticated(node: "Node", ws: WebSocket, c: Connection) -> bool:
+    """The first frame must be a valid ``auth`` within the deadline; then resume (R17)."""
     try:
         msg = await asyncio.wait_for(ws.receive(), node.settings.auth_timeout)
     except asyncio.TimeoutError:
         await ws.close(CloseCode.AUTH_FAILED, "no auth")
-        return
+        return False
     if msg["type"] == "websocket.disconnect":
-        return
+        return False
     frame = msg.get("bytes") or msg.get("text") or b""
     try:
         typ, rid, req = c.codec.decode(frame)
@@ -109,16 +110,18 @@ async def _serve(node: "Node", ws: WebSocket, c: Connection) -> None:
         await ws.send_bytes(c.codec.error(c.codec.peek_id(frame), e.to_payload())) if c.codec.binary else \
             await ws.send_text(c.codec.error(c.codec.peek_id(frame), e.to_payload()).decode())
         await ws.close(CloseCode.AUTH_FAILED, e.code.value)
-        return
+        return False
     c.push(c.codec.ok(rid, data))
     try:
         await _resume(node, c, req.cursors)
     finally:
         c.resumed()
-    del data, req, frame, msg  # this frame lives as long as the socket: keep it light
+    return True
+
+
+async def _requests(node: "Node", c: Connection, receive: Any) -> None:
+    """The request loop: one reply per request, in order; it lives as long as the socket."""
     table = MEMBER if c.kind == "member" else BUYER
-    # 2. the request loop
-    receive = ws._receive  # the raw ASGI receive: one frame less per socket and per message
     while True:
         msg = await receive()
         if msg["type"] == "websocket.disconnect":

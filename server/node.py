@@ -89,8 +89,9 @@ class Node:
         self._tick = asyncio.create_task(self._ticker(), name="node-tick")
         # Latency: full cyclic-GC passes over a big heap stalled the loop 100+ ms (bench/RESULTS.md).
         # Start-up objects are frozen out of collection; young collections run less often.
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        if self.settings.gc_tune:
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 100)
         self.ready = True
         NODES.append(self)
         log.info("node %s up on %s", self.id, self.redis_url)

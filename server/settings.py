@@ -34,6 +34,7 @@ class Settings:
     metrics_token: str = ""           # bearer token for /metrics; empty: /metrics only from loopback
     log_json: bool = False
     log_level: str = "info"
+    gc_tune: bool = True              # freeze start-up objects and collect less often (latency)
     test_clock: bool = False         # tests only: allow POST /api/test/clock to shift this node's clock
     argon2_time: int = 2
     argon2_memory: int = 19456        # KiB (OWASP minimum for argon2id)

@@ -127,6 +127,8 @@ class Conversations:
         self.node.metrics.conversations_opened += 1
         out = res[-1]
         assert isinstance(out, Outcome)
+        if first is not None:
+            out.first_seq = int(res[1][0])  # type: ignore[index]
         return conv, out, True
 
     async def buyer_subscribe_queue(self, c: "Connection", queue: str) -> None:

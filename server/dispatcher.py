@@ -29,6 +29,7 @@ class Outcome:
     version: int = 0
     name: str = ""  # the member's display name (what a buyer is shown)
     candidates_json: str = ""  # decoded on demand: most callers never look
+    first_seq: int = 0  # a new buyer conversation: the seq of the message that opened it
 
     def public(self) -> dict[str, Any]:
         if self.result == "queued":

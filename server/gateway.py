@@ -316,7 +316,8 @@ async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
             if created:
                 if out is not None and out.result == "queued":
                     await _track_queue(node, c, conv, f"s:{c.store}")
-                seq, dup = await node.conversations.append(c, conv, req.cid, req.text)  # the stored one: dup
+                assert out is not None
+                seq, dup = out.first_seq, False  # stored by open_for_buyer, before the dispatch
                 break
             try:
                 seq, dup = await node.conversations.append(c, conv, req.cid, req.text)
@@ -326,7 +327,6 @@ async def _send(node: "Node", c: Connection, req: M.Send) -> Any:
                     raise
         else:
             raise Conflict(ErrorCode.CONFLICT, "conversation keeps closing; retry")
-        dup = dup and not created
     elif conv is None:
         raise BadRequest(ErrorCode.INVALID, "conv is required")
     else:

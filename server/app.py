@@ -22,6 +22,7 @@ from . import gateway
 from .accounts import Member
 from .auth import otp_ok
 from .dashboard import snapshot
+from .dispatcher import explanation
 from .logs import RequestIdMiddleware
 from .node import Node
 from .settings import Settings
@@ -286,9 +287,7 @@ async def explain(req: Request) -> Any:
     m = await caller(req, "dashboard")
     h = await node.conversations.get(m.seller, req.path_params["conv"])
     xfers = await node.r.lrange(SellerKeys(m.seller).transfers(req.path_params["conv"]), 0, -1)
-    return {"conv": req.path_params["conv"], "state": h.get("state"), "member": h.get("member", ""),
-            "reason": h.get("reason", ""), "candidates": json.loads(h.get("candidates") or "[]"),
-            "queue": h.get("queue", ""), "transfers": [json.loads(x) for x in xfers]}
+    return {**explanation(req.path_params["conv"], h), "transfers": [json.loads(x) for x in xfers]}
 
 
 # ---- operations -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from kefu.protocol.codec import Codec
 from kefu.protocol.errors import CloseCode
 
+from .storage.keys import SellerKeys
+
 if TYPE_CHECKING:
     from .accounts import Member
     from .node import Node
@@ -150,7 +152,7 @@ class Connection:
             if d["state"] == "queued":
                 q = d.get("queue", "")
                 self.qpos[conv] = [q, d.get("position", 0), d.get("ver", 0)]
-                if self.node.keys(self.seller).ch_queue(q) not in self.channels:
+                if SellerKeys(self.seller).ch_queue(q) not in self.channels:
                     spawn(self._follow_queue(conv, q))  # queued again (group transfer, re-dispatch)
             else:
                 self.qpos.pop(conv, None)
@@ -272,7 +274,7 @@ class Connection:
 
     async def _follow_queue(self, conv: str, queue: str) -> None:
         """Subscribe to a queue's moves, then read the position afresh (moves before it are in it)."""
-        ch = self.node.keys(self.seller).ch_queue(queue)
+        ch = SellerKeys(self.seller).ch_queue(queue)
         if ch not in self.channels:
             self.channels.append(ch)
             await self.node.hub.subscribe(self, ch)

@@ -6,6 +6,7 @@ offline member's conversations (R15).
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,6 @@ class Outcome:
     position: int = 0
     version: int = 0
     name: str = ""  # the member's display name (what a buyer is shown)
-    candidates_json: str = ""  # decoded on demand: most callers never look
     first_seq: int = 0  # a new buyer conversation: the seq of the message that opened it
 
     def public(self) -> dict[str, Any]:
@@ -36,6 +36,12 @@ class Outcome:
             return {"state": "queued", "position": self.position}
         return {"state": "active" if self.result == "assigned" else self.result, "member": self.member,
                 "reason": self.reason}
+
+
+def explanation(conv: str, h: dict[str, str]) -> dict[str, Any]:
+    """Why a conversation is where it is: the recorded reason and candidates of its last decision."""
+    return {"conv": conv, "state": h.get("state"), "member": h.get("member", ""), "reason": h.get("reason", ""),
+            "candidates": json.loads(h.get("candidates") or "[]"), "queue": h.get("queue", "")}
 
 
 class Dispatcher:
@@ -54,8 +60,7 @@ class Dispatcher:
         kind = res[0]
         if kind == "assigned":
             n.metrics.dispatched(res[2])
-            return Outcome("assigned", member=res[1], reason=res[2], name=res[4] if len(res) > 4 else "",
-                           candidates_json=res[3])
+            return Outcome("assigned", member=res[1], reason=res[2], name=res[4])
         if kind == "queued":
             n.metrics.dispatched("queued")
             return Outcome("queued", position=int(res[1]), version=int(res[2]))

@@ -17,6 +17,7 @@ from kefu.protocol.errors import BadRequest, CloseCode, Conflict, ErrorCode, For
 
 from .connection import Connection
 from .conversations import conv_view
+from .dispatcher import explanation
 from .logs import conn_id, request_id
 from .storage.keys import SellerKeys
 
@@ -408,11 +409,7 @@ async def _conv_transfers(node: "Node", c: Connection, req: M.ConvTransfers) -> 
 
 @handles("conv.explain")
 async def _conv_explain(node: "Node", c: Connection, req: M.ConvExplain) -> Any:
-    h = await node.conversations.visible(c, req.conv)
-    import json
-    return {"conv": req.conv, "state": h.get("state"), "member": h.get("member", ""),
-            "reason": h.get("reason", ""), "candidates": json.loads(h.get("candidates") or "[]"),
-            "queue": h.get("queue", "")}
+    return explanation(req.conv, await node.conversations.visible(c, req.conv))
 
 
 @handles("conv.leave", member=False, buyer=True)

@@ -147,10 +147,6 @@ class Node:
             if pending:
                 await asyncio.wait(pending, timeout=2)
 
-    @staticmethod
-    def keys(seller: str) -> "SellerKeys":
-        return SellerKeys(seller)
-
     def new_conn_id(self) -> str:
         return secrets.token_hex(6)
 

@@ -64,6 +64,8 @@ class Metrics:
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[str] = Counter()
         self.redis: dict[str, _Histogram] = {}
+        self.loop_lag = _Histogram()   # how late the event loop ran a due timer (server/watchdog.py)
+        self.gc: dict[int, _Histogram] = {}  # cyclic-GC pauses by generation
         self.cluster: list[Metric] = []
         self._node: "Node | None" = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -84,6 +86,12 @@ class Metrics:
         h = self.redis.get(op)
         if h is None:
             h = self.redis[op] = _Histogram()
+        h.observe(seconds)
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        h = self.gc.get(generation)
+        if h is None:
+            h = self.gc[generation] = _Histogram()
         h.observe(seconds)
 
     def render(self, node_id: str) -> str:
@@ -139,6 +147,15 @@ class _Collector(Collector):
                                   "name, and the PING of each scrape", labels=["node", "op"])
         for op, hist in sorted(m.redis.items()):
             h.add_metric([node, op], hist.buckets(), hist.sum)
+        yield h
+        h = HistogramMetricFamily("kefu_loop_lag_seconds", "how late the event loop ran a timer: a slow "
+                                  "callback or GC pause delays every socket of the node", labels=["node"])
+        h.add_metric([node], m.loop_lag.buckets(), m.loop_lag.sum)
+        yield h
+        h = HistogramMetricFamily("kefu_gc_pause_seconds", "cyclic garbage-collector pauses by generation",
+                                  labels=["node", "generation"])
+        for gen, hist in sorted(m.gc.items()):
+            h.add_metric([node, str(gen)], hist.buckets(), hist.sum)
         yield h
         yield from m.cluster
 

@@ -30,6 +30,7 @@ from .settings import Settings
 from .storage import keys as K
 from .storage.keys import SellerKeys
 from .storage.scripts import Scripts
+from .watchdog import Watchdog
 
 log = logging.getLogger("kefu.node")
 _pack = msgspec.msgpack.Encoder().encode
@@ -55,7 +56,9 @@ class Node:
         self.r = redis_client(redis_url, decode=True)
         self.rb = redis_client(redis_url, decode=False, max_connections=8)
         self.metrics = Metrics()
-        self.scripts = Scripts(self.r, self.metrics.redis_call)
+        # the scripts' own pool: a burst of background commands never makes the hot path wait for a connection
+        self.rs = redis_client(redis_url, decode=True, max_connections=16)
+        self.scripts = Scripts(self.rs, self.metrics.redis_call)
         self.passwords = Passwords(settings.argon2_time, settings.argon2_memory)
         self.accounts = Accounts(self.r, self.passwords)
         self.hub = Hub(self.rb, f"kefu:node:{self.id}:ch")
@@ -67,6 +70,7 @@ class Node:
         self.ready = False
         self.clock_offset_ms = 0
         self.frozen_ms: int | None = None  # tests only (settings.test_clock): a stopped clock
+        self.watchdog = Watchdog(self.metrics, settings.stall_trace_ms)
 
     def now_ms(self) -> int:
         if self.frozen_ms is not None:
@@ -92,6 +96,7 @@ class Node:
         if self.settings.gc_tune:
             gc.freeze()
             gc.set_threshold(50_000, 50, 100)
+        self.watchdog.start()
         self.ready = True
         NODES.append(self)
         log.info("node %s up on %s", self.id, self.redis_url)
@@ -119,6 +124,7 @@ class Node:
 
     async def stop(self) -> None:
         self.ready = False
+        self.watchdog.stop()
         if self._tick:
             self._tick.cancel()
             try:
@@ -134,6 +140,7 @@ class Node:
         except Exception:
             pass
         await self.r.aclose()
+        await self.rs.aclose()
         await self.rb.aclose()
 
     async def close_all(self, code: int, reason: str) -> None:

@@ -32,6 +32,7 @@ class Presence:
         self.node = node
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._registered = False
+        self._expiring: set[str] = set()  # deadlines due this tick, expired together
 
     # ---- connections ----------------------------------------------------------------------
     async def member_connected(self, c: "Connection", status: str | None) -> str:
@@ -42,6 +43,7 @@ class Presence:
         old, new = await n.scripts.run("connect", [k.conns, k.node_conns(n.id), k.status, k.want, k.names],
                                        [c.user, n.id, c.id, status or "", k.ch_prefix, "1" if c.member.main else ""])
         await n.r.zrem(K.DUE, f"{c.seller}\0{c.user}")
+        self._cancel(f"{c.seller}\0{c.user}")
         if new == "online" and old != "online":
             spawn(n.dispatcher.drain_for(c.seller, c.user))
         return str(new)
@@ -55,6 +57,12 @@ class Presence:
         pipe.sadd(k.node_conns(n.id), f"b:{c.user}\0{c.id}")
         pipe.zrem(K.DUE, f"{c.seller}\0b:{c.user}")
         await pipe.execute()
+        self._cancel(f"{c.seller}\0b:{c.user}")
+
+    def _cancel(self, entry: str) -> None:
+        t = self._timers.pop(entry, None)
+        if t:
+            t.cancel()
 
     async def disconnected(self, c: "Connection") -> None:
         n = self.node
@@ -75,33 +83,70 @@ class Presence:
         if old:
             old.cancel()
         delay = max(0.0, (due - n.now_ms()) / 1000)
-        self._timers[entry] = asyncio.get_running_loop().call_later(delay, lambda: spawn(self.expire(entry)))
+        self._timers[entry] = asyncio.get_running_loop().call_later(delay, self._due, entry)
 
-    async def expire(self, entry: str) -> None:
+    def _due(self, entry: str) -> None:
+        """A grace timer fired: expire it with the others of this tick, in one batch."""
         self._timers.pop(entry, None)
+        self._expiring.add(entry)
+        if len(self._expiring) == 1:
+            asyncio.get_running_loop().call_soon(lambda: spawn(self._expire_batch()))
+
+    async def _expire_batch(self) -> None:
+        """Expire every deadline due now in a few pipelined round trips, however many there are.
+
+        A mass disconnect (a node restart, a network blip, a load test ending) makes thousands of
+        deadlines fall due together; handled one by one they took several round trips each and
+        stalled live traffic on the node for ~200 ms (bench/RESULTS.md, B1 tail latency).
+        """
+        entries, self._expiring = list(self._expiring), set()
         n = self.node
-        if await n.r.zrem(K.DUE, entry) == 0:
-            return  # reconnected meanwhile, or another node handled it
-        seller, who = entry.split("\0", 1)
+        pipe = n.r.pipeline(transaction=False)
+        for e in entries:
+            pipe.zrem(K.DUE, e)
+        removed = await pipe.execute()  # 0: reconnected meanwhile, or another node handled it
+        mine = [e.split("\0", 1) for e, ok in zip(entries, removed) if ok]
+        buyers = [(seller, who[2:]) for seller, who in mine if who.startswith("b:")]
+        for seller, who in mine:
+            if not who.startswith("b:"):
+                spawn(self._member_gone(seller, who))
+        if buyers:
+            await self._buyers_gone(buyers)
+
+    async def _member_gone(self, seller: str, who: str) -> None:
+        n = self.node
         k = SellerKeys(seller)
-        if who.startswith("b:"):
-            await self._buyer_gone(seller, who[2:])
-            return
         res = await n.scripts.run("offline", [k.conns, k.status, k.held, k.names], [who, k.ch_prefix])
         if res[0] == "offline":
             log.info("member %s:%s offline", seller, who)
             await n.dispatcher.redispatch(seller, who, list(res[1:]))
 
-    async def _buyer_gone(self, seller: str, buyer: str) -> None:
-        n = self.node
-        k = SellerKeys(seller)
-        if await n.r.zrangebylex(k.conns, f"[b:{buyer}\0", f"[b:{buyer}\0\xff", start=0, num=1):
-            return
-        for store in await n.r.hkeys(k.stores):
-            conv = await n.r.get(k.open_conv(buyer, store))
-            if conv and await n.r.hget(k.conv(conv), "state") == "queued":
+    async def _buyers_gone(self, buyers: list[tuple[str, str]]) -> None:
+        """Buyers whose grace ran out leave the queues they wait in (three round trips in all)."""
+        r = self.node.r
+        pipe = r.pipeline(transaction=False)
+        for seller, buyer in buyers:
+            k = SellerKeys(seller)
+            pipe.zrangebylex(k.conns, f"[b:{buyer}\0", f"[b:{buyer}\0\xff", start=0, num=1)
+            pipe.hkeys(k.stores)
+        res = await pipe.execute()
+        gone = [(seller, buyer, stores) for (seller, buyer), live, stores in zip(buyers, res[::2], res[1::2])
+                if not live]
+        pipe = r.pipeline(transaction=False)
+        opened = [(seller, buyer) for seller, buyer, stores in gone for store in stores]
+        for seller, buyer, stores in gone:
+            for store in stores:
+                pipe.get(SellerKeys(seller).open_conv(buyer, store))
+        convs = await pipe.execute() if opened else []
+        opened = [(seller, buyer, conv) for (seller, buyer), conv in zip(opened, convs) if conv]
+        pipe = r.pipeline(transaction=False)
+        for seller, _, conv in opened:
+            pipe.hget(SellerKeys(seller).conv(conv), "state")
+        states = await pipe.execute() if opened else []
+        for (seller, buyer, conv), state in zip(opened, states):
+            if state == "queued":
                 try:
-                    await n.conversations.leave(seller, buyer, conv)
+                    await self.node.conversations.leave(seller, buyer, conv)
                 except Exception as e:
                     log.debug("leave %s: %s", conv, e)
 
@@ -162,7 +207,7 @@ class Presence:
             await n.r.zrem(K.NODES, dead)
         for entry in await n.r.zrangebyscore(K.DUE, "-inf", now, start=0, num=200):
             if entry not in self._timers:
-                spawn(self.expire(entry))
+                self._due(entry)
 
     async def reregister(self) -> None:
         for c in tuple(self.node.hub.conns):

@@ -35,6 +35,7 @@ class Settings:
     log_json: bool = False
     log_level: str = "info"
     gc_tune: bool = True              # freeze start-up objects and collect less often (latency)
+    stall_trace_ms: float = 0         # log the main thread's stack when the event loop is blocked this long
     test_clock: bool = False         # tests only: allow POST /api/test/clock to shift this node's clock
     argon2_time: int = 2
     argon2_memory: int = 19456        # KiB (OWASP minimum for argon2id)

@@ -205,7 +205,7 @@ class Procs:
 
     def __init__(self, keep_dir: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
-        self.keep_dir = keep_dir
+        self.keep_dir = keep_dir or os.environ.get("KEFU_BENCH_KEEP") == "1"  # keep the logs to read
         self.procs: list[Proc] = []
         # A SIGTERM (e.g. from `timeout`) would skip `finally` and atexit; turn it into SystemExit
         # so processes stop cleanly and the temp dir goes (PDEATHSIG is the last resort).

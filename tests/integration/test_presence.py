@@ -146,3 +146,48 @@ async def test_disabled_member_is_disconnected_at_once_and_cannot_log_in(shop): 
     with pytest.raises(KefuError) as e:
         await Client.login(shop.base, shop.login("alice"), PASSWORD)
     assert e.value.code.value == "account_disabled"
+
+
+async def test_mass_disconnect_expires_every_buyer_together(make, redis_proc):  # R10, R13
+    """40 queued buyers drop at once (a node restart, a network blip); 8 come back within the grace
+    period. After it, exactly those 8 are still queued, in their order, and the served buyer keeps its
+    conversation. The deadlines fall due together and are expired as one batch (server/presence.py)."""
+    from redis.asyncio import Redis
+    from kefu.server.storage.keys import SellerKeys
+    shop = await make(members=team_of_one())
+    a = await Client.login(shop.base, shop.login("alice"), PASSWORD)
+    served = await Client.buyer(shop.base, shop.seller, "shop")
+    r0 = await served.send("first")
+    await a.next_event("conv.assigned")
+    waiting = []
+    for i in range(40):
+        b = await Client.buyer(shop.base, shop.seller, "shop")
+        r = await b.send(f"w{i}")
+        assert r["dispatch"]["position"] == i + 1
+        waiting.append((b, r["conv"]))
+    await asyncio.gather(served.close(), *(b.close() for b, _ in waiting))
+    back = waiting[5:40:5]  # 7 of them ...
+    back.append(waiting[39])  # ... and the last in line
+    for b, _ in back:
+        await b.connect()
+    rd = Redis.from_url(redis_proc.url, decode_responses=True)
+    k = SellerKeys(shop.seller)
+    try:
+        queue = await rd.hget(k.conv(waiting[0][1]), "queue")
+
+        async def settled() -> bool:
+            return await rd.zcard(k.queue(queue)) == len(back)
+        await eventually(settled, timeout=15)
+        assert await rd.zrange(k.queue(queue), 0, -1) == [conv for _, conv in back]
+        assert await rd.hget(k.conv(r0["conv"]), "state") == "active"
+        for i, (b, conv) in enumerate(back):
+            ev = await b.next_event("queue.position", pred=lambda d, i=i: d["position"] == i + 1)
+            assert ev["conv"] == conv
+    finally:
+        await rd.aclose()
+    for c in [a, *(b for b, _ in back)]:
+        await c.close()
+
+
+def team_of_one():
+    return {"alice": {"groups": ["pre"], "capacity": 1}}

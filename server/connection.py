@@ -18,6 +18,7 @@ from kefu.protocol.codec import Codec
 from kefu.protocol.errors import CloseCode
 
 from .storage.keys import SellerKeys
+from .wire import open_for_writes, wire_of, write
 
 if TYPE_CHECKING:
     from .accounts import Member
@@ -45,13 +46,14 @@ def _done(t: asyncio.Task[Any]) -> None:
 class Connection:
     __slots__ = ("node", "codec", "_send", "_close", "id", "kind", "seller", "user", "store", "member",
                  "cursors", "_q", "_flushing", "closed", "_filling", "qpos", "channels", "tokens",
-                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "echo", "own_cid", "own_held", "_held", "__weakref__")
+                 "last_refill", "bad_frames", "version", "watch", "_room", "_pre", "echo", "own_cid", "own_held", "_held", "_wire", "__weakref__")
 
     def __init__(self, node: "Node", codec: Codec, send: Callable[[dict[str, Any]], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], conn_id: str) -> None:
         self.node = node
         self.codec = codec
         self._send = send
+        self._wire = wire_of(send)     # uvicorn's protocol: frames go straight to its transport (wire.py)
         self._close = close
         self.id = conn_id
         self.kind = ""                 # "member" | "buyer" once authenticated
@@ -93,7 +95,27 @@ class Connection:
         self.node.metrics.frames_out += 1
         if not self._flushing:
             self._flushing = True
-            spawn(self._flush())
+            if self._wire is not None:
+                asyncio.get_running_loop().call_soon(self._write_out)  # what this tick queues, in one write
+            else:
+                spawn(self._flush())
+
+    def _write_out(self) -> None:
+        if self.closed:
+            self._flushing = False
+            return
+        if not open_for_writes(self._wire):
+            spawn(self._flush())  # paused (a slow reader) or closing: the ASGI path waits or fails
+            return
+        frames, self._q = list(self._q), _EMPTY
+        self._flushing = False
+        try:
+            write(self._wire, frames, self.codec.binary)
+        except Exception as e:
+            log.debug("write failed on %s: %r", self.id, e)
+            self.closed = True
+        if self._room is not None:
+            self._room.set()
 
     async def _flush(self) -> None:
         key = "text" if not self.codec.binary else "bytes"

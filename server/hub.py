@@ -3,6 +3,11 @@
 Redis pub/sub only wakes nodes up; messages are already stored when published (persist, then
 publish). Each event is decoded once here and encoded at most once per codec, and the same bytes
 are handed to every local recipient.
+
+The subscriber is a ``Resp`` connection (storage/resp.py): hiredis parses, and each
+``[b"message", channel, data]`` goes straight to ``_on_message`` — redis-py's pub/sub reader cost
+~10% of a busy node's CPU. When it drops: back off, reconnect, resubscribe every channel, and only
+once every subscription is confirmed run ``on_reconnect`` (read back what was published meanwhile).
 """
 from __future__ import annotations
 
@@ -11,24 +16,25 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+from .storage.resp import Resp, RespConn
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 log = logging.getLogger("kefu.hub")
 _decode = msgspec.msgpack.Decoder().decode
+HEALTH_INTERVAL = 10.0  # an idle subscriber is PINGed; no byte for two more intervals: the link is dead
 
 
 class Hub:
-    def __init__(self, r: Redis, node_channel: str) -> None:
-        self.r = r
+    def __init__(self, redis_url: str, node_channel: str) -> None:
+        # the subscriber: a resp.py connection (hiredis), every reply handed to _on_push as parsed
+        self.sub = Resp(redis_url, push=self._on_push)
         self.subs: dict[bytes, "Connection | set[Connection]"] = {}  # channel -> its local socket(s)
         self.conns: set["Connection"] = set()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._node_channel = node_channel.encode()
-        self._ps = r.pubsub()
         self._task: asyncio.Task[None] | None = None
         self.on_reconnect: list[Any] = []
         self.on_node_event: Any = None
@@ -37,7 +43,11 @@ class Hub:
         self.delivered = 0
 
     async def start(self) -> None:
-        await self._ps.subscribe(self._node_channel)
+        await self.sub.connect()
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[self._node_channel] = fut
+        self.sub.write("SUBSCRIBE", self._node_channel)
+        await asyncio.wait_for(fut, 10)
         self._task = asyncio.create_task(self._run(), name="hub-reader")
 
     async def stop(self) -> None:
@@ -47,10 +57,7 @@ class Hub:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        try:
-            await self._ps.aclose()
-        except Exception:
-            pass
+        await self.sub.aclose()
 
     async def subscribe(self, conn: "Connection", channel: str) -> None:
         """Subscribe ``conn`` and return once Redis confirmed the subscription (no message falls between)."""
@@ -66,7 +73,8 @@ class Hub:
             self.subs[ch] = conn  # most channels have one socket: no set for them (memory per idle buyer)
             fut = asyncio.get_running_loop().create_future()
             self._pending[ch] = fut
-            await self._ps.subscribe(ch)
+            # not connected: the reconnect subscribes every channel of self.subs, and confirms this one
+            self.sub.write("SUBSCRIBE", ch)
         if fut is not None and not fut.done():
             await asyncio.wait_for(asyncio.shield(fut), 10)
 
@@ -83,52 +91,69 @@ class Hub:
         if s is conn:
             del self.subs[ch]
             self._pending.pop(ch, None)
-            try:
-                await self._ps.unsubscribe(ch)
-            except (RedisConnectionError, RedisTimeoutError):
-                pass
+            self.sub.write("UNSUBSCRIBE", ch)  # not connected: the reconnect will not subscribe it again
+
+    def _on_push(self, m: Any) -> None:
+        """Every reply of the subscriber connection, as hiredis parsed it (bytes, not decoded)."""
+        try:
+            kind = m[0]
+        except (TypeError, IndexError, KeyError):
+            log.warning("unexpected reply on the pub/sub connection: %r", m)
+            return
+        if kind == b"message":
+            self._on_message(m[1], m[2])
+        elif kind == b"subscribe":
+            ch = m[1]
+            fut = self._pending.pop(ch, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            if self._awaiting is not None:
+                self._awaiting.discard(ch)
+                if not self._awaiting:
+                    # subscribed again everywhere: now read back what was published meanwhile
+                    self._awaiting = None
+                    for cb in self.on_reconnect:
+                        cb()
 
     async def _run(self) -> None:
+        """Watch the subscriber; when it drops: back off, reconnect, resubscribe everything."""
+        loop = asyncio.get_running_loop()
         backoff = 0.05
         while True:
+            c = self.sub.conn
+            if c is not None:
+                since = loop.time()
+                await self._watch(c)
+                log.warning("pub/sub connection lost (%s); resubscribing", c.error)
+                if loop.time() - since > 2.0:
+                    backoff = 0.05  # it had been up a while: a fresh outage
+            await asyncio.sleep(backoff)  # retry back-off, not synchronisation
+            backoff = min(backoff * 2, 2.0)
             try:
-                async for m in self._ps.listen():
-                    backoff = 0.05
-                    t = m["type"]
-                    if t == b"message" or t == "message":
-                        self._on_message(m["channel"], m["data"])
-                    elif t == b"subscribe" or t == "subscribe":
-                        fut = self._pending.pop(m["channel"], None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(None)
-                        if self._awaiting is not None:
-                            self._awaiting.discard(m["channel"])
-                            if not self._awaiting:
-                                # subscribed again everywhere: now read back what was published meanwhile
-                                self._awaiting = None
-                                for cb in self.on_reconnect:
-                                    cb()
-            except asyncio.CancelledError:
-                raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-                log.warning("pub/sub connection lost (%s); resubscribing", e)
-                await asyncio.sleep(backoff)  # retry back-off, not synchronisation
-                backoff = min(backoff * 2, 2.0)
-                try:
-                    await self._resubscribe()
-                except Exception as e2:  # Redis still down: loop and retry
-                    log.warning("resubscribe failed: %s", e2)
-                    continue
+                await self._resubscribe()
+            except Exception as e:  # Redis still down: loop and retry
+                log.warning("resubscribe failed: %s", e)
+
+    async def _watch(self, c: RespConn) -> None:
+        """Return when ``c`` is lost; PING it when idle, and drop it if even that gets no answer."""
+        seen, pinged = -1, False
+        while not c.lost.done():
+            await asyncio.wait({c.lost}, timeout=HEALTH_INTERVAL)
+            if c.lost.done():
+                return
+            if c.received != seen:
+                seen, pinged = c.received, False
+            elif not pinged:
+                pinged = c.write(b"*1\r\n$4\r\nPING\r\n")  # answered [b"pong", b""] in subscriber mode
+            else:
+                c.abort("no answer to PING on the pub/sub connection")
+                await c.lost
 
     async def _resubscribe(self) -> None:
-        try:
-            await self._ps.aclose()
-        except Exception:
-            pass
-        self._ps = self.r.pubsub()
+        await self.sub.connect()
         chans = [self._node_channel, *self.subs.keys()]
         self._awaiting = set(chans)
-        await self._ps.subscribe(*chans)
+        self.sub.write("SUBSCRIBE", *chans)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         self.received += 1

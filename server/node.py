@@ -29,6 +29,7 @@ from .presence import Presence
 from .settings import Settings
 from .storage import keys as K
 from .storage.keys import SellerKeys
+from .storage.resp import Resp
 from .storage.scripts import Scripts
 from .watchdog import Watchdog
 
@@ -56,12 +57,12 @@ class Node:
         self.r = redis_client(redis_url, decode=True)
         self.rb = redis_client(redis_url, decode=False, max_connections=8)
         self.metrics = Metrics()
-        # the scripts' own pool: a burst of background commands never makes the hot path wait for a connection
-        self.rs = redis_client(redis_url, decode=True, max_connections=16)
+        # the scripts' own connection (resp.py, hiredis): background commands never queue ahead of the hot path
+        self.rs = Resp(redis_url, decode=True)
         self.scripts = Scripts(self.rs, self.metrics.redis_call)
         self.passwords = Passwords(settings.argon2_time, settings.argon2_memory)
         self.accounts = Accounts(self.r, self.passwords)
-        self.hub = Hub(self.rb, f"kefu:node:{self.id}:ch")
+        self.hub = Hub(redis_url, f"kefu:node:{self.id}:ch")
         self.presence = Presence(self)
         self.dispatcher = Dispatcher(self)
         self.conversations = Conversations(self)

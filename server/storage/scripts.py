@@ -1,8 +1,13 @@
 """Load each Lua script once (with ``_lib.lua`` prepended) and run it by SHA.
 
-Calls made in the same event-loop tick go to Redis in one pipeline (auto-pipelining): a node
-serving thousands of sockets pays one round trip and one syscall per batch, not per message.
+Calls made in the same event-loop tick go to Redis as one batch (auto-pipelining): a node serving
+thousands of sockets pays one round trip and one syscall per batch, not per message. Batches go
+over one dedicated ``Resp`` connection (resp.py: hiredis packing and parsing, no redis-py pipeline
+on this hot path); batches of successive ticks may be in flight together, replies come in order.
 A NOSCRIPT reply (Redis restarted and lost its script cache) reloads the script and retries.
+A dropped connection re-sends the whole batch with back-off, like redis-py's
+``Retry(ExponentialBackoff(cap=1.0, base=0.05), 6)`` did: every script is idempotent or refuses a
+replay (see ``node.redis_client``).
 """
 from __future__ import annotations
 
@@ -12,14 +17,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError
 
 from kefu.protocol.errors import error
+
+from .resp import ConnectionLost, ReplyError, Resp, pack
 
 NAMES = ("append", "dispatch", "close", "restart", "transfer", "connect", "disconnect", "offline",
          "status", "leave", "wo_update", "open")
 MAX_BATCH = 512
+RETRIES = 6                     # re-sends of a batch whose connection dropped
+BACKOFF_BASE, BACKOFF_CAP = 0.05, 1.0  # sleep before re-send n: min(cap, base * 2**n)
 
 
 def source(name: str) -> str:
@@ -31,8 +39,8 @@ Call = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class Scripts:
-    def __init__(self, r: Redis, observe: Callable[[str, float], None] | None = None) -> None:
-        self.r = r
+    def __init__(self, r: Resp, observe: Callable[[str, float], None] | None = None) -> None:
+        self.r = r  # decode=True: bulk strings come back as str, like the node's redis-py client
         self._src = {n: source(n) for n in NAMES}
         self._sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self._src.items()}
         self._observe = observe  # metrics: seconds per script run (Redis latency)
@@ -64,26 +72,62 @@ class Scripts:
 
     async def _execute(self, batch: list[Call]) -> None:
         self.batches += 1
+        sent: list[tuple[Call, bytes]] = []
+        sha = self._sha
+        for call in batch:
+            name, keys, args, fut = call
+            try:
+                sent.append((call, pack(("EVALSHA", sha[name], len(keys), *keys, *args))))
+            except TypeError as e:  # an argument Redis cannot take (None, a bool...): only this call fails
+                if not fut.done():
+                    fut.set_exception(DataError(f"script {name}: {e}"))
+        if not sent:
+            return
         try:
-            pipe = self.r.pipeline(transaction=False)
-            for name, keys, args, _ in batch:
-                pipe.evalsha(self._sha[name], len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._send(b"".join([p for _, p in sent]), len(sent))
         except Exception as e:  # the whole batch failed (Redis unreachable): every caller hears it
-            for *_, fut in batch:
+            for (*_, fut), _p in sent:
                 if not fut.done():
                     fut.set_exception(e)
             return
-        for (name, keys, args, fut), res in zip(batch, results):
-            if isinstance(res, NoScriptError):
-                try:
-                    await self.r.script_load(self._src[name])
-                    res = await self.r.evalsha(self._sha[name], len(keys), *keys, *args)
-                except Exception as e:
-                    res = e
-            if fut.done():
+        again: list[tuple[Call, bytes]] = []
+        for item, res in zip(sent, results):
+            if isinstance(res, ReplyError) and str(res).startswith("NOSCRIPT"):
+                again.append(item)
                 continue
-            if isinstance(res, BaseException):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
+            _settle(item[0][3], res)
+        if again:
+            await self._reload(again)
+
+    async def _reload(self, calls: list[tuple[Call, bytes]]) -> None:
+        """Load the missing scripts and run those calls again, in one round trip."""
+        names = list(dict.fromkeys(call[0] for call, _ in calls))
+        payload = b"".join([pack(("SCRIPT", "LOAD", self._src[n])) for n in names] + [p for _, p in calls])
+        try:
+            results = await self._send(payload, len(names) + len(calls))
+        except Exception as e:
+            results = [e] * (len(names) + len(calls))
+        loaded = dict(zip(names, results))
+        for (call, _), res in zip(calls, results[len(names):]):
+            failed = loaded[call[0]]
+            _settle(call[3], failed if isinstance(failed, BaseException) else res)
+
+    async def _send(self, payload: bytes, n: int) -> list[Any]:
+        failures = 0
+        while True:
+            try:
+                return await self.r.send(payload, n)
+            except ConnectionLost:
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** failures))  # retry back-off
+
+
+def _settle(fut: "asyncio.Future[Any]", res: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(res, BaseException):
+        fut.set_exception(res)
+    else:
+        fut.set_result(res)

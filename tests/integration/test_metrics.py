@@ -307,9 +307,13 @@ async def test_metrics_endpoint_speaks_prometheus_text(make, server):
     assert value(fams, "kefu_cluster_nodes") >= 1
     assert value(fams, "kefu_slow_consumer_closes") >= 0 and "kefu_outbound_dropped_frames" in fams
     assert "process_cpu_seconds" in fams
+    # event-loop health (server/watchdog.py): the lag probe ticks every 50 ms; GC pauses by generation
+    assert fams["kefu_loop_lag_seconds"].type == "histogram"
+    assert value(fams, "kefu_loop_lag_seconds", "kefu_loop_lag_seconds_count", node=node) >= 1
+    assert fams["kefu_gc_pause_seconds"].type == "histogram"
     # no per-buyer or per-member labels anywhere
     labels = {k for f in fams.values() for s in f.samples for k in s.labels}
-    assert labels <= {"node", "reason", "via", "code", "op", "le", "kind", "status", "seller"}
+    assert labels <= {"node", "reason", "via", "code", "op", "le", "kind", "status", "seller", "generation"}
     assert b1.auth["buyer"] not in text and "alice" not in text
     for c in (alice, b1, b2):
         await c.close()

@@ -249,3 +249,27 @@ async def test_member_serves_only_the_stores_chosen_at_login(make):  # R4
     assert e.value.code.value == "forbidden"
     for c in (a, b, b2):
         await c.close()
+
+
+async def test_least_loaded_search_over_thousands_of_routable_members(make, redis_proc):  # R12.3
+    """A seller with more routable members than Lua can unpack in one call (8,000): the search still
+    reads them all (in chunks) and picks the one online member."""
+    from redis.asyncio import Redis
+    from kefu.server.storage.keys import SellerKeys
+    shop = await make(members=team("alice", cap=3))
+    k = SellerKeys(shop.seller)
+    rd = Redis.from_url(redis_proc.url, decode_responses=True)
+    try:
+        route = await rd.hget(k.route, "alice")
+        await rd.hset(k.route, mapping={f"ghost{i:05d}": route for i in range(9000)})  # offline, never connected
+        a = await login(shop, "alice")
+        b, r = await new_buyer(shop)
+        ev = await a.next_event("conv.assigned", pred=lambda d: d["conv"] == r["conv"])
+        assert ev["reason"] == "least_loaded"
+        assert len(ev["candidates"]) <= 21
+        assert [c["verdict"] for c in ev["candidates"] if c["member"] == "alice"] == ["chosen"]
+        await rd.hdel(k.route, *[f"ghost{i:05d}" for i in range(9000)])
+    finally:
+        await rd.aclose()
+    for c in (a, b):
+        await c.close()

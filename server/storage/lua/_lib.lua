@@ -11,6 +11,16 @@ end
 
 local function num(v) return tonumber(v or '0') or 0 end
 
+-- HMGET of any number of fields (unpack is bounded by Lua's C stack: chunks of 1000).
+local function hmget_all(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
+  end
+  return out
+end
+
 -- The first n bytes of s, cut on a UTF-8 character boundary (never half a character).
 local function utf8_prefix(s, n)
   if #s <= n then return s end

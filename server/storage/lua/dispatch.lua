@@ -69,7 +69,7 @@ if not chosen and buyer then
 end
 if not chosen then
   -- least loaded online member with free capacity; ties: longest since last assignment, then name
-  local best, bl, bt
+  local best, bl, bt, bc
   local all = redis.call('HGETALL', KEYS[3])
   local ms = {}
   for i = 1, #all, 2 do
@@ -77,8 +77,8 @@ if not chosen then
   end
   if #ms > 0 then
     -- one read per hash for every candidate (not one per member and field)
-    local sts, loads = redis.call('HMGET', KEYS[2], unpack(ms)), redis.call('HMGET', KEYS[5], unpack(ms))
-    local caps, las = redis.call('HMGET', KEYS[4], unpack(ms)), redis.call('HMGET', KEYS[6], unpack(ms))
+    local sts, loads = hmget_all(KEYS[2], ms), hmget_all(KEYS[5], ms)
+    local caps, las = hmget_all(KEYS[4], ms), hmget_all(KEYS[6], ms)
     for i, m in ipairs(ms) do
       local st, load, cap = sts[i] or 'offline', num(loads[i]), num(caps[i])
       if st ~= 'online' then note(m, st, load, cap, st)
@@ -87,14 +87,19 @@ if not chosen then
         local la = num(las[i])
         note(m, st, load, cap, 'eligible')
         if best == nil or load < bl or (load == bl and (la < bt or (la == bt and m < best))) then
-          best, bl, bt = m, load, la
+          best, bl, bt, bc = m, load, la, cap
         end
       end
     end
   end
   if best then
     chosen, reason = best, 'least_loaded'
-    for _, e in ipairs(considered) do if e.member == best and e.verdict == 'eligible' then e.verdict = 'chosen' end end
+    local listed = false
+    for _, e in ipairs(considered) do
+      if e.member == best and e.verdict == 'eligible' then e.verdict = 'chosen'; listed = true end
+    end
+    -- the explanation lists at most 20 candidates, but always the chosen one
+    if not listed then table.insert(considered, {member = best, status = 'online', load = bl, cap = bc, verdict = 'chosen'}) end
   end
 end
 if chosen and released ~= '' then reason = ARGV[7] .. ':' .. reason end

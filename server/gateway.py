@@ -20,6 +20,7 @@ from .conversations import conv_view
 from .dispatcher import explanation
 from .logs import conn_id, request_id
 from .storage.keys import SellerKeys
+from .wire import wire_of
 
 if TYPE_CHECKING:
     from .node import Node
@@ -67,19 +68,25 @@ async def endpoint(ws: WebSocket) -> None:
     codec = pick_codec(ws)
     offered = ws.headers.get("sec-websocket-protocol")
     await ws.accept(subprotocol=codec.subprotocol if offered and codec.subprotocol in offered else None)
+    send, receive = ws._send, ws._receive  # the raw ASGI callables: no checks or wrappers per frame
+    proto = wire_of(send)
+    if proto is not None:
+        proto.request = proto.response = None  # the handshake's headers, never read again (memory per socket)
 
     async def close(code: int, reason: str) -> None:
         try:
-            await ws.close(code, reason)
+            await send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             pass
 
-    c = node.conn(codec, ws._send, close, node.new_conn_id())  # the raw ASGI send: no checks per frame
+    c = node.conn(codec, send, close, node.new_conn_id())
     conn_id.set(c.id)  # tags every log line of this connection
     node.metrics.connections += 1
     try:
-        if await _authenticated(node, ws, c):
-            await _requests(node, c, ws._receive)  # the raw ASGI receive: no wrapper per message
+        authenticated = await _authenticated(node, ws, c)
+        ws = None  # type: ignore[assignment]  # an idle socket keeps no Starlette objects
+        if authenticated:
+            await _requests(node, c, receive)
     except WebSocketDisconnect:
         pass
     except Exception:

@@ -84,6 +84,7 @@ async def endpoint(ws: WebSocket) -> None:
     node.metrics.connections += 1
     try:
         authenticated = await _authenticated(node, ws, c)
+        ws.scope["headers"] = []  # read for the origin, codec and auth checks only; uvicorn keeps the scope
         ws = None  # type: ignore[assignment]  # an idle socket keeps no Starlette objects
         if authenticated:
             await _requests(node, c, receive)

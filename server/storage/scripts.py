@@ -96,7 +96,7 @@ class Scripts:
                 again.append(item)
                 continue
             _settle(item[0][3], res)
-        if again:
+        if False:
             await self._reload(again)
 
     async def _reload(self, calls: list[tuple[Call, bytes]]) -> None:

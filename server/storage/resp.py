@@ -201,6 +201,8 @@ class Resp:
         self._next_try = 0.0   # loop time before which no new attempt starts
         self._closed = False
         self.connects = 0      # connections made (tests, logs)
+        # sent on every new connection before anything else; replies not checked (Scripts: SCRIPT LOAD)
+        self.on_connect: list[tuple[Any, ...]] = []
 
     @property
     def conn(self) -> RespConn | None:
@@ -262,8 +264,10 @@ class Resp:
         if a.db:
             hello.append(("SELECT", a.db))
         hello.append(("PING",))  # a server that accepts then drops us (maxclients) fails here: back-off
+        extra = self.on_connect
         try:
-            for r in await c.request(b"".join(map(pack, hello)), len(hello)):
+            replies = await c.request(b"".join(map(pack, [*hello, *extra])), len(hello) + len(extra))
+            for r in replies[:len(hello)]:
                 if isinstance(r, Exception):
                     raise r
         except BaseException:

@@ -4,7 +4,10 @@ Calls made in the same event-loop tick go to Redis as one batch (auto-pipelining
 thousands of sockets pays one round trip and one syscall per batch, not per message. Batches go
 over one dedicated ``Resp`` connection (resp.py: hiredis packing and parsing, no redis-py pipeline
 on this hot path); batches of successive ticks may be in flight together, replies come in order.
-A NOSCRIPT reply (Redis restarted and lost its script cache) reloads the script and retries.
+Every new connection loads all scripts first, so a restarted Redis does not answer NOSCRIPT: a
+NOSCRIPT retry would run that call after the later calls of its batch (a buyer's first message
+appended before its conversation is opened). A NOSCRIPT reply anyway (SCRIPT FLUSH) loads the
+script and retries the call.
 A dropped connection re-sends the whole batch with back-off, like redis-py's
 ``Retry(ExponentialBackoff(cap=1.0, base=0.05), 6)`` did: every script is idempotent or refuses a
 replay (see ``node.redis_client``).
@@ -44,6 +47,7 @@ class Scripts:
         self._src = {n: source(n) for n in NAMES}
         self._sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self._src.items()}
         self._observe = observe  # metrics: seconds per script run (Redis latency)
+        r.on_connect = [("SCRIPT", "LOAD", src) for src in self._src.values()]
         self._queue: list[Call] = []
         self._scheduled = False
         self.batches = 0
@@ -96,7 +100,7 @@ class Scripts:
                 again.append(item)
                 continue
             _settle(item[0][3], res)
-        if False:
+        if again:
             await self._reload(again)
 
     async def _reload(self, calls: list[tuple[Call, bytes]]) -> None:

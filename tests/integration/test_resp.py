@@ -103,14 +103,38 @@ async def test_an_error_in_the_middle_of_a_batch_spoils_nothing_else(resp: Resp)
         await resp.execute("NOSUCHCOMMAND")
 
 
-async def test_noscript_after_script_flush_reloads_and_retries(resp: Resp, redis_proc: RedisProc) -> None:
+async def test_noscript_after_script_flush_reloads_and_retries(private_redis: RedisProc) -> None:
+    resp = Resp(private_redis.url, decode=True)  # not the shared Redis: its node would reload lazily
+    redis_proc = private_redis
     s = scripts_with(resp, echo=ECHO)
-    assert await s.run("echo", ["k"], ["v0"]) == ["k", "v0"]
+    assert await asyncio.wait_for(s.run("echo", ["k"], ["v0"]), 10) == ["k", "v0"]  # loaded on NOSCRIPT
     await asyncio.to_thread(redis_proc.client().script_flush)
-    res = await asyncio.gather(*(s.run("echo", [f"k{i}"], [f"v{i}"]) for i in range(50)))
+    res = await asyncio.wait_for(asyncio.gather(*(s.run("echo", [f"k{i}"], [f"v{i}"]) for i in range(50))), 10)
     assert res == [[f"k{i}", f"v{i}"] for i in range(50)]
     exists = await asyncio.to_thread(redis_proc.client().script_exists, s._sha["echo"])
     assert exists == [True]
+    await resp.aclose()
+
+
+async def test_every_new_connection_loads_all_scripts_first(private_redis: RedisProc) -> None:
+    """After a Redis restart no call hits NOSCRIPT (its retry would come after the rest of its batch)."""
+    r = Resp(private_redis.url, decode=True)
+    s = Scripts(r)
+    shas = list(s._sha.values())
+    admin = private_redis.client()
+    try:
+        assert await asyncio.to_thread(admin.script_exists, *shas) == [False] * len(shas)
+        assert await s.run("status", ["st", "want", "conns", "names"], ["nobody", "online", "ch:"]) is not None
+        assert await asyncio.to_thread(admin.script_exists, *shas) == [True] * len(shas)
+        private_redis.stop()
+        await asyncio.to_thread(private_redis.start)
+        admin = private_redis.client()
+        assert await asyncio.to_thread(admin.script_exists, *shas) == [False] * len(shas)
+        assert await s.run("status", ["st", "want", "conns", "names"], ["nobody", "online", "ch:"]) is not None
+        assert await asyncio.to_thread(admin.script_exists, *shas) == [True] * len(shas)
+        assert r.connects == 2
+    finally:
+        await r.aclose()
 
 
 async def test_calls_of_one_tick_share_few_batches_and_replies_match(resp: Resp) -> None:
@@ -293,10 +317,12 @@ async def test_hub_resubscribes_everything_before_on_reconnect(private_redis: Re
     pub = redis.asyncio.Redis(port=private_redis.port)
     sync = redis.Redis(port=private_redis.port)
     seen_at_resync: list[list[int]] = []
+    unconfirmed_at_resync: list[list[bytes]] = []
     resynced = asyncio.Event()
 
     def on_reconnect() -> None:  # what the node's resync would read back must already be subscribed
         seen_at_resync.append([n for _, n in sync.pubsub_numsub(node_ch, *chans)])
+        unconfirmed_at_resync.append(list(hub._pending))
         resynced.set()
     hub.on_reconnect.append(on_reconnect)
     await hub.start()
@@ -318,10 +344,14 @@ async def test_hub_resubscribes_everything_before_on_reconnect(private_redis: Re
         private_redis.stop()
         late = Recorder()
         sub_late = asyncio.ensure_future(hub.subscribe(late, "late"))
+        for _ in range(3):
+            await asyncio.sleep(0)  # a few loop turns for it to run: it must still wait (Redis is down)
+        assert not sub_late.done()
         await asyncio.to_thread(private_redis.start)
         await asyncio.wait_for(resynced.wait(), 15)
         await asyncio.wait_for(sub_late, 10)
         assert seen_at_resync[-1] == [1, 1, 1, 1]
+        assert unconfirmed_at_resync == [[], []]  # "late" (subscribed last) was confirmed before the resync
         assert await numsub(pub, "late") == [1]
         await pub.publish("late", ev(9))
         await late.wait_for(1)

@@ -28,18 +28,21 @@ def _msg(conv: str, store: str, sid: str, f: dict[str, str]) -> dict[str, Any]:
 
 CONV_FIELDS = ("state", "store", "buyer", "member", "kind", "a", "b", "seq", "created", "assigned_at",
                "closed_at", "first_buyer", "first_resp", "queue", "reason", "last_ts", "last_text", "last_kind",
-               "mread", "bread", "transfers", "service_ms", "queued_at", "first_assigned", "restarts")
-INT_FIELDS = {"seq", "created", "assigned_at", "closed_at", "first_buyer", "first_resp", "last_ts", "mread",
+               "bread", "transfers", "service_ms", "queued_at", "first_assigned", "restarts")
+INT_FIELDS = {"seq", "created", "assigned_at", "closed_at", "first_buyer", "first_resp", "last_ts",
               "bread", "transfers", "service_ms", "queued_at", "first_assigned", "restarts"}
 
 
-def conv_view(conv: str, h: dict[str, str], for_buyer: bool = False) -> dict[str, Any]:
+def conv_view(conv: str, h: dict[str, str], for_buyer: bool = False, viewer: str = "") -> dict[str, Any]:
+    """The conversation as ``viewer`` sees it; ``mread``/``unread`` are that member's own read mark."""
     out: dict[str, Any] = {"conv": conv}
     for f in CONV_FIELDS:
         v = h.get(f)
         if v is None or v == "":
             continue
         out[f] = int(float(v)) if f in INT_FIELDS else v
+    if not for_buyer:
+        out["mread"] = int(h.get(f"mread:{viewer}") or 0)
     out["unread"] = max(0, out.get("seq", 0) - out.get("bread" if for_buyer else "mread", 0))
     if for_buyer:  # buyers never see routing internals (R7)
         for f in ("reason", "queue", "transfers", "service_ms", "first_resp", "first_assigned", "mread"):
@@ -170,7 +173,8 @@ class Conversations:
 
     async def mark_read(self, c: "Connection", conv: str, seq: int) -> None:
         h = await self.visible(c, conv)
-        field = "bread" if c.kind == "buyer" else "mread"
+        # members each have their own mark: the two sides of an internal chat, or a transfer's new holder
+        field = "bread" if c.kind == "buyer" else f"mread:{c.user}"
         seq = min(seq, int(h.get("seq") or 0))
         if seq > int(h.get(field) or 0):
             await self.node.r.hset(SellerKeys(c.seller).conv(conv), field, seq)
@@ -197,7 +201,7 @@ class Conversations:
         pipe = r.pipeline(transaction=False)
         for conv in ids:
             pipe.hgetall(k.conv(conv))
-        out = [conv_view(conv, h, c.kind == "buyer") for conv, h in zip(ids, await pipe.execute()) if h]
+        out = [conv_view(conv, h, c.kind == "buyer", c.user) for conv, h in zip(ids, await pipe.execute()) if h]
         if c.kind == "buyer":
             out = [v for v in out if v.get("store") == c.store]
         return out[:limit] if state != "active" or c.kind == "buyer" else out

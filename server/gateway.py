@@ -390,7 +390,7 @@ async def _conv_list(node: "Node", c: Connection, req: M.ConvList) -> Any:
 
 @handles("conv.get", buyer=True)
 async def _conv_get(node: "Node", c: Connection, req: M.ConvGet) -> Any:
-    return conv_view(req.conv, await node.conversations.visible(c, req.conv), c.kind == "buyer")
+    return conv_view(req.conv, await node.conversations.visible(c, req.conv), c.kind == "buyer", c.user)
 
 
 @handles("conv.close")

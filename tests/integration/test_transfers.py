@@ -276,3 +276,33 @@ async def test_buyers_queued_by_a_group_transfer_see_their_position_move(make): 
     assert ev["conv"] == c2
     for c in (a, b1, b2):
         await c.close()
+
+
+async def test_each_member_has_its_own_read_mark(make):  # R21, R18
+    """Internal chat: one side reading does not mark the other's messages read; your own messages are
+    read. A transfer's new holder starts with the whole history unread, whatever the old holder read."""
+    shop = await make(members=team("alice", "bob"))
+    a, bob = await login(shop, "alice"), await login(shop, "bob")
+
+    async def unread(m, conv):
+        return {c["conv"]: c["unread"] for c in (await m.request("conv.list"))["convs"]}.get(conv)
+    r = await a.request("internal.open", member="bob")
+    conv = r["conv"]
+    await a.send("one", conv=conv)
+    await a.send("two", conv=conv)
+    await bob.next_event("msg", pred=lambda d: d["text"] == "two")
+    assert (await unread(a, conv), await unread(bob, conv)) == (0, 2)
+    await bob.request("read", conv=conv, seq=1)
+    assert (await unread(a, conv), await unread(bob, conv)) == (0, 1)
+    await bob.send("three", conv=conv)
+    assert (await unread(a, conv), await unread(bob, conv)) == (1, 0)
+    b1, c1, _ = await held_by(shop, a)
+    await b1.send("more")
+    await a.next_event("msg", pred=lambda d: d["text"] == "more")
+    await a.request("read", conv=c1, seq=2)
+    assert await unread(a, c1) == 0
+    await a.request("conv.transfer", conv=c1, to_member="bob")
+    await bob.next_event("conv.assigned", pred=lambda d: d["conv"] == c1)
+    assert await unread(bob, c1) >= 2
+    for c in (a, bob, b1):
+        await c.close()

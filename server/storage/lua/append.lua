@@ -30,6 +30,8 @@ end
 local now = ARGV[6]
 local seq = append_msg(KEYS[1], KEYS[2], kind, from, ARGV[4], ARGV[5], now, ARGV[7])
 redis.call('HSET', KEYS[3], from .. ':' .. ARGV[7], seq)
+-- the sender has read everything up to its own message (each member has its own mark)
+redis.call('HSET', KEYS[1], kind == 'buyer' and 'bread' or ('mread:' .. from), seq)
 -- first response time (R16): first member reply after the buyer's first message; never reset.
 if ckind ~= 'internal' then
   if kind == 'buyer' and not c[8] then

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,7 +34,10 @@ class Hub:
         self.sub = Resp(redis_url, push=self._on_push)
         self.subs: dict[bytes, "Connection | set[Connection]"] = {}  # channel -> its local socket(s)
         self.conns: set["Connection"] = set()
-        self._pending: dict[bytes, asyncio.Future[None]] = {}
+        # per channel, the SUBSCRIBEs sent and not yet confirmed, in order: Redis confirms each one, so
+        # the n-th confirmation answers the n-th SUBSCRIBE (after a quick unsubscribe/subscribe, the
+        # first confirmation must not release the second subscriber early)
+        self._pending: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
         self._node_channel = node_channel.encode()
         self._task: asyncio.Task[None] | None = None
         self.on_reconnect: list[Any] = []
@@ -44,8 +48,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.sub.connect()
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[self._node_channel] = fut
+        fut = self._expect(self._node_channel)
         self.sub.write("SUBSCRIBE", self._node_channel)
         await asyncio.wait_for(fut, 10)
         self._task = asyncio.create_task(self._run(), name="hub-reader")
@@ -63,20 +66,28 @@ class Hub:
         """Subscribe ``conn`` and return once Redis confirmed the subscription (no message falls between)."""
         ch = channel.encode()
         s = self.subs.get(ch)
+        fut: asyncio.Future[None] | None = None
         if s is not None:
             if isinstance(s, set):
                 s.add(conn)
             elif s is not conn:
                 self.subs[ch] = {s, conn}
-            fut = self._pending.get(ch)
+            waiting = self._pending.get(ch)
+            if waiting:  # its SUBSCRIBE is on its way: wait for the same confirmation
+                fut = asyncio.get_running_loop().create_future()
+                waiting[-1].append(fut)
         else:
             self.subs[ch] = conn  # most channels have one socket: no set for them (memory per idle buyer)
-            fut = asyncio.get_running_loop().create_future()
-            self._pending[ch] = fut
+            fut = self._expect(ch)
             # not connected: the reconnect subscribes every channel of self.subs, and confirms this one
             self.sub.write("SUBSCRIBE", ch)
         if fut is not None and not fut.done():
             await asyncio.wait_for(asyncio.shield(fut), 10)
+
+    def _expect(self, ch: bytes) -> "asyncio.Future[None]":
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(ch, deque()).append([fut])
+        return fut
 
     async def unsubscribe(self, conn: "Connection", channel: str) -> None:
         ch = channel.encode()
@@ -90,7 +101,6 @@ class Hub:
             return
         if s is conn:
             del self.subs[ch]
-            self._pending.pop(ch, None)
             self.sub.write("UNSUBSCRIBE", ch)  # not connected: the reconnect will not subscribe it again
 
     def _on_push(self, m: Any) -> None:
@@ -104,9 +114,13 @@ class Hub:
             self._on_message(m[1], m[2])
         elif kind == b"subscribe":
             ch = m[1]
-            fut = self._pending.pop(ch, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            waiting = self._pending.get(ch)
+            if waiting:
+                for fut in waiting.popleft():
+                    if not fut.done():
+                        fut.set_result(None)
+                if not waiting:
+                    del self._pending[ch]
             if self._awaiting is not None:
                 self._awaiting.discard(ch)
                 if not self._awaiting:
@@ -152,6 +166,16 @@ class Hub:
     async def _resubscribe(self) -> None:
         await self.sub.connect()
         chans = [self._node_channel, *self.subs.keys()]
+        # what the lost connection never confirmed is answered by this one SUBSCRIBE per channel
+        pending, self._pending = self._pending, {}
+        for ch, waiting in pending.items():
+            futs = [f for group in waiting for f in group]
+            if ch in self.subs or ch == self._node_channel:
+                self._pending[ch] = deque([futs])
+            else:
+                for f in futs:  # unsubscribed meanwhile: nobody waits for it any more
+                    if not f.done():
+                        f.set_result(None)
         self._awaiting = set(chans)
         self.sub.write("SUBSCRIBE", *chans)
 

@@ -379,3 +379,26 @@ async def test_a_failing_handler_does_not_drop_the_subscriber(redis_proc: RedisP
     finally:
         await pub.aclose()
         await hub.stop()
+
+
+async def test_each_confirmation_answers_its_own_subscribe() -> None:
+    """A socket subscribes, goes, and another subscribes the same channel before Redis confirmed the
+    first SUBSCRIBE: the first confirmation must not release the second subscriber (its resume read
+    would run before its subscription, and what is published in between would be missed).
+    Hub logic only: the confirmations are handed in as the subscriber connection would."""
+    hub = Hub("redis://127.0.0.1:1/0", "node:x")  # never connected: SUBSCRIBE writes go nowhere
+    a, b = Recorder(), Recorder()
+    first = asyncio.create_task(hub.subscribe(a, "ch"))
+    await asyncio.sleep(0)  # let it send its SUBSCRIBE: yielding, not synchronisation on a peer
+    await hub.unsubscribe(a, "ch")
+    second = asyncio.create_task(hub.subscribe(b, "ch"))
+    third = asyncio.create_task(hub.subscribe(a, "ch"))  # joins the second's SUBSCRIBE
+    await asyncio.sleep(0)
+    hub._on_push([b"subscribe", b"ch", 1])  # answers the first SUBSCRIBE
+    await asyncio.wait_for(first, 1)
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done()
+    hub._on_push([b"unsubscribe", b"ch", 0])
+    hub._on_push([b"subscribe", b"ch", 1])  # answers the second
+    await asyncio.wait_for(asyncio.gather(second, third), 1)
+    assert not hub._pending

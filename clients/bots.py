@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -160,6 +161,7 @@ class Conn:
         self.p: _Proto | None = None
         self.open = False
         self.close_code: int | None = None
+        self.phase = ""  # tcp | handshake | auth | open: how far the last connect got
         self._pending: dict[int, Reply] = {}
         self._rid = 0
 
@@ -174,12 +176,17 @@ class Conn:
         extra: dict[str, Any] = {"local_addr": (local_addr, 0)} if local_addr else {}
 
         async def go() -> Any:
+            self.phase = "tcp"
             _, p = await loop.create_connection(lambda: _Proto(self, uri, self.codec.subprotocol),
                                                 wsu.host, wsu.port, **extra)
             self.p = p
+            self.phase = "handshake"
             await p.opened
             self.open, self.close_code = True, None
-            return await self.request("auth", token=token, **auth)
+            self.phase = "auth"
+            res = await self.request("auth", token=token, **auth)
+            self.phase = "open"
+            return res
 
         try:
             return await asyncio.wait_for(go(), timeout)
@@ -396,6 +403,7 @@ class Buyer:
         self.answered = asyncio.Event()
         self.lost_conn = asyncio.Event()
         self.up = False                              # counted as connected
+        self.stage = ""                              # where a reconnect is (stragglers in the report)
 
     # events
     def _saw(self, conv: str, seq: int) -> bool:
@@ -531,8 +539,11 @@ class Buyer:
         backoff = 0.2
         while not w.stopping:
             try:
+                self.stage = "queued"
                 async with w.connect_sem:
+                    self.stage = "connecting"
                     await self.connect()
+                self.stage = "up"
                 backoff = 0.2
             except (TimeoutError, OSError, BotError, ConnectionError) as e:
                 code = e.code if isinstance(e, BotError) else type(e).__name__
@@ -542,6 +553,7 @@ class Buyer:
                 if not cfg.reconnect or (isinstance(e, BotError) and e.code in ("unauthorized", "token_expired")):
                     return
                 self.url_i += 1
+                self.stage = "backoff"
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # jittered back-off: no thundering herd
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -797,6 +809,9 @@ class Worker:
             received={frm: [nxt, sorted(m.missing.get(frm, ()))] for m in self.mbots for frm, nxt in m.next.items()},
             reconnect_times=[r for b in self.buyers for r in b.reconnects],
             not_resumed=sum(1 for b in self.buyers if b.resume or b.down_at),
+            # why: where each buyer not back yet is (stage/connection phase), e.g. {"connecting/auth": 1}
+            stragglers=dict(collections.Counter(f"{b.stage}/{getattr(b.conn, 'phase', '')}" + ("/resuming" if b.resume else "")
+                                                for b in self.buyers if b.resume or b.down_at)),
         )
         return out
 
@@ -870,7 +885,7 @@ class Report:
     rates: dict[str, float]
     latency_ms: dict[str, dict[str, float]]
     errors: dict[str, int]
-    resume: dict[str, float]
+    resume: dict[str, Any]
     loadgen_cpu_s: float
     ok: bool
 
@@ -1010,7 +1025,11 @@ def _report(cfg: BotsConfig, results: list[dict[str, Any]], samples: list[tuple[
                      "acked_per_s": (b["acked"] - a["acked"]) / span}
     rt = sorted(r for res in results for r in res["reconnect_times"])
     back = sorted(b - d for d, b, _ in rt)
+    stragglers: collections.Counter[str] = collections.Counter()
+    for r in results:
+        stragglers.update(r.get("stragglers", {}))
     resume = {"reconnects": float(tot["reconnects"]), "not_resumed": float(sum(r["not_resumed"] for r in results)),
+              "stragglers": dict(stragglers),
               "back_p50_s": back[len(back) // 2] if back else 0.0, "back_max_s": back[-1] if back else 0.0,
               "resumed_max_s": max((z - d for d, _, z in rt), default=0.0),
               "first_down": min((d for d, _, _ in rt), default=0.0), "last_back": max((b for _, b, _ in rt), default=0.0),

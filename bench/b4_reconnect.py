@@ -79,7 +79,7 @@ def storm(ps: Procs, n: int, a: argparse.Namespace) -> dict[str, Any]:
     out = {
         "clients": n, "members": a.members, "procs": a.procs, "killed": bool(killed),
         "reconnects": int(res["reconnects"]), "not_resumed": int(res["not_resumed"]),
-        "stragglers": res.get("stragglers", {}),
+        "stragglers": res.get("stragglers", {}), "straggler_trails": res.get("straggler_trails", []),
         "all_back_s": res["last_back"] - killed if killed and res["last_back"] else None,
         "all_caught_up_s": res["last_resumed"] - killed if killed and res["last_resumed"] else None,
         "back_p50_s": res["back_p50_s"], "back_max_s": res["back_max_s"],

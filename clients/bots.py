@@ -196,7 +196,8 @@ class Conn:
 
     def send(self, type_: str, data: dict[str, Any], on_reply: Reply | None = None) -> None:
         """Fire a request; ``on_reply(ok, data)`` runs when its answer arrives (or the socket drops)."""
-        if not self.open or self.p is None:
+        if not self.open or self.p is None or self.p.proto.state is not State.OPEN:
+            # the peer may be gone before connection_lost reaches us: the protocol already knows
             raise ConnectionError("not connected")
         self._rid += 1
         if on_reply is not None:
@@ -404,6 +405,7 @@ class Buyer:
         self.lost_conn = asyncio.Event()
         self.up = False                              # counted as connected
         self.stage = ""                              # where a reconnect is (stragglers in the report)
+        self.trail: list[str] = []                   # connects and closes, for stragglers in the report
 
     # events
     def _saw(self, conv: str, seq: int) -> bool:
@@ -449,6 +451,7 @@ class Buyer:
 
     def _on_close(self, code: int, reason: str) -> None:
         w = self.w
+        self.trail.append(f"{time.time() - w.t0:.2f} close {code} up={self.up}")
         if self.up:
             self.up = False
             w.s.connected -= 1
@@ -467,6 +470,7 @@ class Buyer:
         auth = await self.conn.connect(url, self.token, cfg.connect_timeout, local, echo=cfg.echo,
                                        **({"cursors": cursors} if cursors else {}))
         self.id = auth.get("buyer", self.id)  # the server names HTTP-session buyers
+        self.trail.append(f"{time.time() - w.t0:.2f} connected {url} open={self.conn.open} down_at={self.down_at > 0}")
         self.lost_conn.clear()
         self.up = True
         w.s.connected += 1
@@ -579,7 +583,10 @@ class Buyer:
                     continue
                 if time.time() >= w.stop_at:
                     break
-                self.send_next()
+                try:
+                    self.send_next()  # left unacked if the socket is gone: re-sent with its cid on resume
+                except ConnectionError:
+                    break
                 nxt += period
                 if nxt < time.monotonic() - period:  # fell far behind (overload): don't burst to catch up
                     nxt = time.monotonic()
@@ -647,9 +654,10 @@ class MemberBot:
             _record(w.h["deliver"], time.time() - float(ts_s))
             if w.cfg.reply and self.conn.open and not w.stopping:
                 if self.bucket.take():
-                    w.s.replies_sent += 1
-                    self.conn.send("send", {"cid": f"r{d['from']}.{n}", "text": f"r {n} {ts_s}", "conv": d["conv"]},
-                                   w.count_error)
+                    with contextlib.suppress(ConnectionError):  # gone meanwhile: the reply is skipped
+                        self.conn.send("send", {"cid": f"r{d['from']}.{n}", "text": f"r {n} {ts_s}", "conv": d["conv"]},
+                                       w.count_error)
+                        w.s.replies_sent += 1
                 else:
                     w.s.replies_skipped += 1
         elif t == "conv.assigned":
@@ -714,9 +722,12 @@ class MemberBot:
             if self.held and self.conn.open and self.bucket.take():
                 conv = self.held[self.k % len(self.held)]
                 self.k += 1
+                try:
+                    self.conn.send("send", {"cid": f"p{self.k}", "text": f"p {self.k} {time.time():.6f}", "conv": conv},
+                                   w.count_error)
+                except ConnectionError:
+                    break
                 w.s.pushes_sent += 1
-                self.conn.send("send", {"cid": f"p{self.k}", "text": f"p {self.k} {time.time():.6f}", "conv": conv},
-                               w.count_error)
 
 
 # --------------------------------------------------------------------------- worker process
@@ -730,6 +741,7 @@ class Worker:
         self.s = _Shared()
         self.h = {k: new_hist() for k in LATENCIES}
         self.start_at, self.stop_at = start_at, stop_at
+        self.t0 = start_at
         self.stopping = False
         self.progress = progress
         self.members_ready = 0
@@ -810,6 +822,7 @@ class Worker:
             reconnect_times=[r for b in self.buyers for r in b.reconnects],
             not_resumed=sum(1 for b in self.buyers if b.resume or b.down_at),
             # why: where each buyer not back yet is (stage/connection phase), e.g. {"connecting/auth": 1}
+            straggler_trails=[b.trail for b in self.buyers if b.resume or b.down_at][:5],
             stragglers=dict(collections.Counter(f"{b.stage}/{getattr(b.conn, 'phase', '')}" + ("/resuming" if b.resume else "")
                                                 for b in self.buyers if b.resume or b.down_at)),
         )
@@ -1029,7 +1042,7 @@ def _report(cfg: BotsConfig, results: list[dict[str, Any]], samples: list[tuple[
     for r in results:
         stragglers.update(r.get("stragglers", {}))
     resume = {"reconnects": float(tot["reconnects"]), "not_resumed": float(sum(r["not_resumed"] for r in results)),
-              "stragglers": dict(stragglers),
+              "stragglers": dict(stragglers), "straggler_trails": [t for r in results for t in r.get("straggler_trails", [])][:5],
               "back_p50_s": back[len(back) // 2] if back else 0.0, "back_max_s": back[-1] if back else 0.0,
               "resumed_max_s": max((z - d for d, _, z in rt), default=0.0),
               "first_down": min((d for d, _, _ in rt), default=0.0), "last_back": max((b for _, b, _ in rt), default=0.0),

@@ -89,33 +89,20 @@ class Connection:
             self.node.metrics.dropped_frames += len(self._q) + 1
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
             return
+        self.node.metrics.frames_out += 1
+        if not self._flushing and self._wire is not None and open_for_writes(self._wire):
+            try:  # nothing queued: out now, no task and no loop turn in between (wire.py)
+                write(self._wire, [frame], self.codec.binary)
+            except Exception as e:
+                log.debug("write failed on %s: %r", self.id, e)
+                self.closed = True
+            return
         if self._q is _EMPTY:
             self._q = deque()
         self._q.append(frame)
-        self.node.metrics.frames_out += 1
         if not self._flushing:
             self._flushing = True
-            if self._wire is not None:
-                asyncio.get_running_loop().call_soon(self._write_out)  # what this tick queues, in one write
-            else:
-                spawn(self._flush())
-
-    def _write_out(self) -> None:
-        if self.closed:
-            self._flushing = False
-            return
-        if not open_for_writes(self._wire):
-            spawn(self._flush())  # paused (a slow reader) or closing: the ASGI path waits or fails
-            return
-        frames, self._q = list(self._q), _EMPTY
-        self._flushing = False
-        try:
-            write(self._wire, frames, self.codec.binary)
-        except Exception as e:
-            log.debug("write failed on %s: %r", self.id, e)
-            self.closed = True
-        if self._room is not None:
-            self._room.set()
+            spawn(self._flush())  # not writable now (paused by a slow reader, closing) or not uvicorn's
 
     async def _flush(self) -> None:
         key = "text" if not self.codec.binary else "bytes"

@@ -55,7 +55,6 @@ class Node:
         self.id = settings.node_id
         self.redis_url = redis_url
         self.r = redis_client(redis_url, decode=True)
-        self.rb = redis_client(redis_url, decode=False, max_connections=8)
         self.metrics = Metrics()
         # the scripts' own connection (resp.py, hiredis): background commands never queue ahead of the hot path
         self.rs = Resp(redis_url, decode=True)
@@ -142,7 +141,6 @@ class Node:
             pass
         await self.r.aclose()
         await self.rs.aclose()
-        await self.rb.aclose()
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every socket of this node and give the close frames a moment to leave."""

@@ -451,7 +451,7 @@ class Buyer:
 
     def _on_close(self, code: int, reason: str) -> None:
         w = self.w
-        self.trail.append(f"{time.time() - w.t0:.2f} close {code} up={self.up}")
+        self.trail.append(f"{time.time() - w.start_at:.2f} close {code} up={self.up}")
         if self.up:
             self.up = False
             w.s.connected -= 1
@@ -470,7 +470,7 @@ class Buyer:
         auth = await self.conn.connect(url, self.token, cfg.connect_timeout, local, echo=cfg.echo,
                                        **({"cursors": cursors} if cursors else {}))
         self.id = auth.get("buyer", self.id)  # the server names HTTP-session buyers
-        self.trail.append(f"{time.time() - w.t0:.2f} connected {url} open={self.conn.open} down_at={self.down_at > 0}")
+        self.trail.append(f"{time.time() - w.start_at:.2f} connected {url} open={self.conn.open} down_at={self.down_at > 0}")
         self.lost_conn.clear()
         self.up = True
         w.s.connected += 1
@@ -741,7 +741,6 @@ class Worker:
         self.s = _Shared()
         self.h = {k: new_hist() for k in LATENCIES}
         self.start_at, self.stop_at = start_at, stop_at
-        self.t0 = start_at
         self.stopping = False
         self.progress = progress
         self.members_ready = 0
@@ -812,6 +811,7 @@ class Worker:
             t.cancel()
         reporter.cancel()
         self.s.unacked = sum(len(b.unacked) for b in self.buyers)
+        behind = [b for b in self.buyers if b.resume or b.down_at]  # not back and caught up
         out = self.snapshot()
         out.update(
             cpu_s=time.process_time() - cpu0,
@@ -820,11 +820,11 @@ class Worker:
             expected={b.id: [b.n, sorted(b.failed | set(b.unacked))] for b in self.buyers},
             received={frm: [nxt, sorted(m.missing.get(frm, ()))] for m in self.mbots for frm, nxt in m.next.items()},
             reconnect_times=[r for b in self.buyers for r in b.reconnects],
-            not_resumed=sum(1 for b in self.buyers if b.resume or b.down_at),
+            not_resumed=len(behind),
             # why: where each buyer not back yet is (stage/connection phase), e.g. {"connecting/auth": 1}
-            straggler_trails=[b.trail for b in self.buyers if b.resume or b.down_at][:5],
-            stragglers=dict(collections.Counter(f"{b.stage}/{getattr(b.conn, 'phase', '')}" + ("/resuming" if b.resume else "")
-                                                for b in self.buyers if b.resume or b.down_at)),
+            straggler_trails=[b.trail for b in behind[:5]],
+            stragglers=dict(collections.Counter(f"{b.stage}/{b.conn.phase}" + ("/resuming" if b.resume else "")
+                                                for b in behind)),
         )
         return out
 

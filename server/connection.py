@@ -92,7 +92,7 @@ class Connection:
         self.node.metrics.frames_out += 1
         if not self._flushing and self._wire is not None and open_for_writes(self._wire):
             try:  # nothing queued: out now, no task and no loop turn in between (wire.py)
-                write(self._wire, [frame], self.codec.binary)
+                write(self._wire, frame, self.codec.binary)
             except Exception as e:
                 log.debug("write failed on %s: %r", self.id, e)
                 self.closed = True

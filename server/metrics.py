@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator, cast
+from typing import TYPE_CHECKING, Iterator, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MAX_SELLER_SERIES = 1000  # beyond this many sellers, only the cluster total of queued conversations
+K_ = TypeVar("K_")
 
 
 class _Histogram:
@@ -47,6 +48,13 @@ class _Histogram:
             acc += n
             out.append((le, float(acc)))
         return out
+
+
+def _observe(hists: "dict[K_, _Histogram]", key: "K_", v: float) -> None:
+    h = hists.get(key)
+    if h is None:
+        h = hists[key] = _Histogram()
+    h.observe(v)
 
 
 class Metrics:
@@ -83,16 +91,10 @@ class Metrics:
 
     def redis_call(self, op: str, seconds: float) -> None:
         """One Redis round trip: a script run (``Scripts`` reports every one) or a probe."""
-        h = self.redis.get(op)
-        if h is None:
-            h = self.redis[op] = _Histogram()
-        h.observe(seconds)
+        _observe(self.redis, op, seconds)
 
     def gc_pause(self, generation: int, seconds: float) -> None:
-        h = self.gc.get(generation)
-        if h is None:
-            h = self.gc[generation] = _Histogram()
-        h.observe(seconds)
+        _observe(self.gc, generation, seconds)
 
     def render(self, node_id: str) -> str:
         """This node's series (and the cluster figures of the last ``scrape``), in the text format."""

@@ -48,5 +48,5 @@ def frame(payload: bytes, binary: bool) -> bytes:
     return bytes((b0, 127)) + n.to_bytes(8, "big") + payload
 
 
-def write(proto: Any, frames: list[bytes], binary: bool) -> None:
-    proto.transport.write(b"".join([frame(f, binary) for f in frames]))
+def write(proto: Any, payload: bytes, binary: bool) -> None:
+    proto.transport.write(frame(payload, binary))
